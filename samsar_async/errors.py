@@ -1,0 +1,279 @@
+"""Every exception the SDK raises.
+
+Users never have to catch an ``aiohttp`` error: the transport maps them to
+these classes at one boundary (:mod:`samsar_async.transport`). The tree::
+
+    SamsarError
+    ├── InvalidArgumentError (also ValueError)  bad input, refused before any network call
+    ├── ClientClosedError (also RuntimeError)   the client was used after close()
+    ├── ImageDecodeError                        a generated image is not valid base64 / empty
+    ├── CreditBudgetExceeded                    a batch stopped scheduling at ``min_credits``
+    └── APIError                                a call to the API failed
+        ├── APIConnectionError                  no usable HTTP response
+        │   ├── APITimeoutError                 a deadline expired
+        │   │   ├── APIConnectTimeoutError      ...before the request was sent (safe to retry)
+        │   │   └── APIReadTimeoutError         ...after it was sent (also OutcomeUnknownError)
+        │   └── OutcomeUnknownError             sent, no complete answer: may be charged
+        ├── APIStatusError                      the server answered with a non-2xx status
+        │   ├── BadRequestError                 400
+        │   ├── AuthenticationError             401
+        │   ├── InsufficientCreditsError        402
+        │   ├── PermissionDeniedError           403
+        │   ├── NotFoundError                   404
+        │   ├── ConflictError                   409
+        │   ├── UnprocessableEntityError        422
+        │   ├── RateLimitError                  429
+        │   └── InternalServerError             5xx
+        └── APIResponseValidationError          a 2xx whose body is not the expected JSON
+
+Every :class:`APIError` carries the call's ``idempotency_key`` (so a caller can
+reconcile a charge) and ``attempts``: one :class:`Attempt` per try, saying why
+each failed. When a call was retried, the last attempt's error is also the
+final exception's ``__cause__``.
+
+No exception text ever contains the API key: messages are built from status
+codes, server-provided messages and URLs without credentials.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "APIConnectTimeoutError",
+    "APIConnectionError",
+    "APIError",
+    "APIReadTimeoutError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConflictError",
+    "CreditBudgetExceeded",
+    "ImageDecodeError",
+    "InsufficientCreditsError",
+    "InternalServerError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SamsarError",
+    "UnprocessableEntityError",
+]
+
+
+@attrs.frozen
+class Attempt:
+    """One try of a logical call, as recorded on the final exception."""
+
+    number: int
+    error: str
+    """A one-line description: the exception class and its message."""
+    status_code: int | None = None
+    elapsed: float = 0.0
+    """Seconds the attempt took."""
+
+
+class SamsarError(Exception):
+    """Base class of every error this SDK raises."""
+
+
+class InvalidArgumentError(SamsarError, ValueError):
+    """An argument was refused before anything was sent.
+
+    ``field`` names the argument (dotted for nested values) and ``reason``
+    says what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class ClientClosedError(SamsarError, RuntimeError):
+    """The client was used after :meth:`AsyncSamsar.close`."""
+
+
+class ImageDecodeError(SamsarError):
+    """A generated image's base64 payload is invalid or decodes to nothing."""
+
+
+class CreditBudgetExceeded(SamsarError):
+    """A batch did not schedule this request: credits fell below ``min_credits``."""
+
+    def __init__(self, remaining: Decimal | None, min_credits: Decimal) -> None:
+        self.remaining = remaining
+        self.min_credits = min_credits
+        super().__init__(
+            f"not sent: credits remaining ({remaining}) fell below min_credits ({min_credits})"
+        )
+
+
+class APIError(SamsarError):
+    """A call to the Samsar API failed."""
+
+    idempotency_key: str | None
+    attempts: tuple[Attempt, ...]
+
+    def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.idempotency_key = idempotency_key
+        self.attempts = ()
+
+    def __str__(self) -> str:
+        text = self.message
+        if len(self.attempts) > 1:
+            history = "; ".join(f"#{a.number}: {a.error}" for a in self.attempts)
+            text = f"{text} (after {len(self.attempts)} attempts: {history})"
+        return text
+
+
+class APIConnectionError(APIError):
+    """No usable HTTP response was received.
+
+    ``sent`` is ``False`` when the request provably never left this process
+    (DNS, connect, TLS, waiting for a pooled connection); such a call was not
+    charged and is always safe to retry.
+    """
+
+    def __init__(
+        self, message: str, *, sent: bool = False, idempotency_key: str | None = None
+    ) -> None:
+        super().__init__(message, idempotency_key=idempotency_key)
+        self.sent = sent
+
+
+class APITimeoutError(APIConnectionError):
+    """A timeout expired (connect, per-attempt read, or the call's total deadline)."""
+
+
+class APIConnectTimeoutError(APITimeoutError):
+    """The connection (or a pooled connection) was not had in time: nothing was sent."""
+
+
+class OutcomeUnknownError(APIConnectionError):
+    """The request was sent but no complete answer came back.
+
+    The server may have done the work, and the call may have been charged.
+    Such failures are retried only when the call carries an idempotency key.
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
+        super().__init__(message, sent=True, idempotency_key=idempotency_key)
+
+
+class APIReadTimeoutError(OutcomeUnknownError, APITimeoutError):
+    """The request was sent but the answer did not arrive in time (outcome unknown)."""
+
+
+class APIStatusError(APIError):
+    """The server answered with a non-2xx status.
+
+    ``credits`` holds the credits headers of that answer, ``body`` the parsed
+    JSON (or the text when the body is not JSON) and ``retry_after`` the wait
+    in seconds the server asked for, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        credits: Any = None,
+        retry_after: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        super().__init__(message, idempotency_key=idempotency_key)
+        self.status_code = status_code
+        self.body = body
+        self.headers: Mapping[str, str] = headers or {}
+        self.credits = credits
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400: missing or invalid ``session_id``, or an invalid payload."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is invalid."""
+
+
+class InsufficientCreditsError(APIStatusError):
+    """402: the account's credits cannot cover the call."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the session does not belong to the authenticated account."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the session (or route) was not found."""
+
+
+class ConflictError(APIStatusError):
+    """409: another attempt with the same idempotency key is in progress."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the payload was understood but refused."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server (or a proxy in front of it) failed."""
+
+
+class APIResponseValidationError(APIError):
+    """A complete 2xx answer whose body is not the expected JSON or shape."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        excerpt: str = "",
+        idempotency_key: str | None = None,
+    ) -> None:
+        super().__init__(message, idempotency_key=idempotency_key)
+        self.status_code = status_code
+        self.excerpt = excerpt
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The :class:`APIStatusError` subclass for ``status_code``."""
+    cls = _STATUS_ERRORS.get(status_code)
+    if cls is not None:
+        return cls
+    if status_code >= 500:
+        return InternalServerError
+    return APIStatusError
