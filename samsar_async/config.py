@@ -7,7 +7,7 @@ what happens when an argument is not passed.
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -61,9 +61,7 @@ UNSET: Final = Unset.UNSET
 """Sentinel for an argument that was not passed (``None`` may mean "clear" or "off")."""
 
 
-def _positive_or_none(
-    _inst: object, attribute: attrs.Attribute[float | None], value: object
-) -> None:
+def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

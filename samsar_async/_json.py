@@ -1,0 +1,28 @@
+"""JSON encoding and decoding: orjson when installed (the ``speedups`` extra), else stdlib."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["HAVE_ORJSON", "dumps", "loads"]
+
+dumps: Callable[[Any], bytes]
+loads: Callable[[bytes | str], Any]
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - exercised when the extra is absent
+    HAVE_ORJSON = False
+    _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+    def dumps(obj: Any) -> bytes:
+        """Compact UTF-8 JSON."""
+        return _encode(obj).encode("utf-8")
+
+    loads = json.loads
+else:
+    HAVE_ORJSON = True
+    dumps = orjson.dumps
+    loads = orjson.loads

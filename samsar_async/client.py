@@ -1,0 +1,293 @@
+"""``AsyncSamsar``: the client. One pooled aiohttp session, retries, and the API resources.
+
+::
+
+    async with AsyncSamsar() as client:     # SAMSAR_API_KEY, SAMSAR_BASE_URL
+        resp = await client.assistant.complete("67df0d8ebc4f9d0b7f4fd123", "Write a caption")
+
+The client has three states: *unopened* (constructed; nothing allocated),
+*open* (the aiohttp session exists: created lazily, inside the running loop,
+on first use) and *closed* (after :meth:`AsyncSamsar.close` or ``async with``;
+any further call raises :class:`~samsar_async.errors.ClientClosedError`).
+A client may be created outside a running loop and used from many tasks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from . import _json
+from ._version import __version__
+from .assistant import Assistant
+from .config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    UNSET,
+    Timeout,
+    Unset,
+)
+from .converter import status_error
+from .errors import APIConnectTimeoutError, ClientClosedError, InvalidArgumentError
+from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, call_with_retries
+from .sessions import SessionLocks
+from .transport import RawResponse, Transport, client_timeout
+
+__all__ = ["AsyncSamsar"]
+
+logger = logging.getLogger("samsar_async")
+
+T = TypeVar("T")
+
+_USER_AGENT = f"samsar-async/{__version__} python/{platform.python_version()}"
+
+
+def _check_api_key(api_key: str | None) -> str:
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+    if api_key is None or not api_key.strip():
+        raise InvalidArgumentError(
+            "api_key", f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable"
+        )
+    if not isinstance(api_key, str):
+        raise InvalidArgumentError("api_key", "must be a string")
+    if any(c in api_key for c in "\r\n\0") or api_key != api_key.strip():
+        raise InvalidArgumentError(
+            "api_key", "contains whitespace or control characters (a copy-paste error?)"
+        )
+    return api_key
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base_url: str | None, allow_insecure_http: bool) -> str:
+    if base_url is None:
+        base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    if not isinstance(base_url, str):
+        raise InvalidArgumentError("base_url", "must be a string")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError(
+            "base_url", f"{base_url!r} is not an http:// or https:// URL with a host"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidArgumentError(
+            "base_url", "must not carry credentials; pass the API key as api_key="
+        )
+    if parts.query or parts.fragment:
+        raise InvalidArgumentError("base_url", "must not have a query or fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise InvalidArgumentError(
+            "base_url",
+            f"plain http:// to {parts.hostname} would send the API key unencrypted; "
+            "use https:// or pass allow_insecure_http=True",
+        )
+    return base_url.rstrip("/")
+
+
+def _check_max_connections(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError("max_connections", "must be an integer >= 1")
+    return value
+
+
+class AsyncSamsar:
+    """Async client of the Samsar Assistant API.
+
+    Args:
+        api_key: the Bearer key; defaults to ``$SAMSAR_API_KEY``. Never shown in
+            a repr, an exception or a log line.
+        base_url: defaults to ``$SAMSAR_BASE_URL`` or ``https://api.samsar.one/v1``
+            (the documented alias ``https://api.samsar.one/api/v1`` works too).
+        timeout: a :class:`~samsar_async.config.Timeout`, a number (the total
+            deadline of a call, retries included) or ``None`` (no limits).
+        max_connections: cap on concurrent HTTP connections (keep-alive pooled).
+        default_headers: extra headers sent with every request.
+        retry: the :class:`~samsar_async.retry.RetryPolicy` of every call;
+            ``None`` turns retries off.
+        retry_budget: the client-wide :class:`~samsar_async.retry.RetryBudget`;
+            ``None`` turns it off.
+        idempotency_keys: send one ``Idempotency-Key`` per logical call, repeated
+            by its retries (default). Without keys, failures whose outcome is
+            unknown are not retried.
+        serialize_sessions: run completions on the same ``session_id`` one at a
+            time, in call order (default).
+        max_response_bytes: the largest answer read (64 MiB by default).
+        allow_insecure_http: allow a plain ``http://`` base URL to a non-loopback host.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: Timeout | float | None = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        default_headers: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+        retry_budget: RetryBudget | Unset | None = UNSET,
+        idempotency_keys: bool = True,
+        serialize_sessions: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = _check_api_key(api_key)
+        self.base_url = _check_base_url(base_url, allow_insecure_http)
+        self.timeout = Timeout.of(timeout)
+        self.retry = retry if retry is not None else RetryPolicy.disabled()
+        self.retry_budget = RetryBudget() if isinstance(retry_budget, Unset) else retry_budget
+        self.idempotency_keys = idempotency_keys
+        self.session_locks: SessionLocks | None = SessionLocks() if serialize_sessions else None
+        headers = {
+            "User-Agent": _USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        if default_headers:
+            headers.update(default_headers)
+        headers["Authorization"] = f"Bearer {key}"
+        self._transport = Transport(
+            headers=headers,
+            max_connections=_check_max_connections(max_connections),
+            max_response_bytes=max_response_bytes,
+        )
+        self.assistant = Assistant(self)
+
+    def __repr__(self) -> str:
+        return f"<AsyncSamsar base_url={self.base_url!r} state={self.state}>"
+
+    @property
+    def state(self) -> str:
+        """``"unopened"``, ``"open"`` or ``"closed"``."""
+        if self._transport.closed:
+            return "closed"
+        return "unopened" if self._transport.session is None else "open"
+
+    @property
+    def transport(self) -> Transport:
+        """The HTTP transport (its ``session`` is the pooled aiohttp session)."""
+        return self._transport
+
+    async def __aenter__(self) -> AsyncSamsar:
+        if self._transport.closed:
+            raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the pooled connections. The client cannot be used afterwards."""
+        await self._transport.close()
+
+    def new_idempotency_key(self) -> str | None:
+        """A fresh key for one logical call, or ``None`` when keys are turned off."""
+        return str(uuid.uuid4()) if self.idempotency_keys else None
+
+    async def post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        parse: Callable[[RawResponse, str | None, str | None], T],
+        *,
+        session_id: str | None = None,
+        idempotent: bool = False,
+        timeout: Timeout | float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """POST ``body`` to ``path`` with retries; ``parse`` turns a 2xx answer into a result.
+
+        ``session_id`` serializes the call with the others on that session.
+        ``idempotent`` says a repeat is harmless even without a key.
+        """
+        transport = self._transport
+        if transport.closed:
+            raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
+        url = self.base_url + path
+        data = _json.dumps(body)
+        key = idempotency_key if idempotency_key is not None else self.new_idempotency_key()
+        headers: dict[str, str] | None = None
+        if key is not None or extra_headers:
+            headers = dict(extra_headers) if extra_headers else {}
+            if key is not None:
+                headers["Idempotency-Key"] = key
+        t = self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout)
+        policy = self.retry if isinstance(retry, Unset) else retry or RetryPolicy.disabled()
+        deadline: float | None = None
+        attempt = 0
+
+        async def send() -> T:
+            nonlocal attempt
+            attempt += 1
+            total = None
+            if deadline is not None:
+                total = deadline - time.monotonic()
+                if total <= 0:
+                    raise APIConnectTimeoutError(
+                        f"the call's {t.total}s deadline passed before attempt {attempt}",
+                        idempotency_key=key,
+                    )
+            started = time.monotonic()
+            raw = await transport.post(
+                url,
+                data,
+                headers=headers,
+                timeout=client_timeout(connect=t.connect, read=t.read, total=total),
+                idempotency_key=key,
+            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
+                    path,
+                    attempt,
+                    raw.status,
+                    time.monotonic() - started,
+                    raw.headers.get("x-credits-charged"),
+                )
+            if 200 <= raw.status < 300:
+                return parse(raw, key, session_id)
+            raise status_error(raw, key)
+
+        def call() -> Any:
+            # The deadline starts once the call may run (after its session's earlier turns).
+            nonlocal deadline
+            if t.total is not None:
+                deadline = time.monotonic() + t.total
+            return call_with_retries(
+                send,
+                policy=policy,
+                budget=self.retry_budget,
+                has_key=key is not None or idempotent,
+                deadline=deadline,
+            )
+
+        locks = self.session_locks
+        if session_id is not None and locks is not None:
+            return await locks.run(session_id, call)
+        return await call()  # type: ignore[no-any-return]

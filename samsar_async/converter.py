@@ -1,0 +1,642 @@
+"""The one place that turns builders into JSON and JSON into models.
+
+A single :class:`cattrs.Converter` is built at import time, with every hook
+generated once; the per-call functions here only look hooks up in local
+variables. Models never import cattrs.
+
+- Unstructuring: builders (:mod:`samsar_async.inputs`) to the API's JSON
+  shapes. Plain dicts are passed through untouched.
+- Structuring: response JSON to :mod:`samsar_async.models`. Unknown keys are
+  ignored; output items and content parts are tagged unions on ``type`` with
+  an ``Unknown...`` default, so new item types never break a caller. A shape
+  error becomes :class:`~samsar_async.errors.APIResponseValidationError` with
+  readable paths, never a cattrs ``ExceptionGroup``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any, Optional
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+from cattrs.strategies import configure_tagged_union
+
+from . import _json
+from .errors import (
+    APIResponseValidationError,
+    APIStatusError,
+    InvalidArgumentError,
+    status_error_class,
+)
+from .inputs import ImageGenerationTool, InputImage, InputText, Message
+from .models import (
+    NO_CREDITS,
+    Credits,
+    ImageGenerationCall,
+    OutputContent,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    Refusal,
+    Response,
+    SystemPrompt,
+    UnknownContent,
+    UnknownOutputItem,
+)
+from .transport import RawResponse
+
+__all__ = [
+    "converter",
+    "parse_credits",
+    "structure_response",
+    "structure_system_prompt",
+    "unstructure_input",
+    "unstructure_tool",
+    "unstructure_tool_choice",
+]
+
+
+# --- builders -> JSON -------------------------------------------------------
+
+
+def _unstructure_text(part: InputText) -> dict[str, Any]:
+    return {"type": "input_text", "text": part.text}
+
+
+def _unstructure_image(part: InputImage) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "input_image", "image_url": part.image_url}
+    if part.detail is not None:
+        out["detail"] = part.detail
+    return out
+
+
+def _unstructure_part(part: Any) -> Any:
+    if isinstance(part, InputText):
+        return _unstructure_text(part)
+    if isinstance(part, InputImage):
+        return _unstructure_image(part)
+    return part
+
+
+def _unstructure_message(message: Message) -> dict[str, Any]:
+    content = message.content
+    if isinstance(content, str):
+        return {"role": message.role, "content": content}
+    return {"role": message.role, "content": [_unstructure_part(p) for p in content]}
+
+
+_TOOL_FIELDS = (
+    ("size", "size"),
+    ("quality", "quality"),
+    ("format", "output_format"),
+    ("background", "background"),
+    ("output_compression", "output_compression"),
+    ("moderation", "moderation"),
+    ("model", "model"),
+)
+
+
+def _unstructure_image_tool(tool: ImageGenerationTool) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "image_generation"}
+    for attr, key in _TOOL_FIELDS:
+        value = getattr(tool, attr)
+        if value is not None:
+            out[key] = value
+    out.update(tool.extra)
+    return out
+
+
+_UNSTRUCTURE_HOOKS: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (InputText, _unstructure_text),
+    (InputImage, _unstructure_image),
+    (Message, _unstructure_message),
+    (ImageGenerationTool, _unstructure_image_tool),
+)
+
+_PART_TYPES = (InputText, InputImage)
+
+
+def unstructure_input(value: Any) -> Any:
+    """The JSON form of a completion ``input`` (see :data:`~samsar_async.inputs.CompletionInput`).
+
+    Raises :class:`InvalidArgumentError` naming ``input`` (or ``input[i]``)
+    for anything else, and for a sequence mixing messages with content parts.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Message):
+        return _unstructure_message(value)
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, _PART_TYPES):
+        return [_unstructure_part(value)]
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        out: list[Any] = []
+        has_message = has_part = False
+        for i, item in enumerate(value):
+            if isinstance(item, Message):
+                has_message = True
+                out.append(_unstructure_message(item))
+            elif isinstance(item, _PART_TYPES):
+                has_part = True
+                out.append(_unstructure_part(item))
+            elif isinstance(item, Mapping):
+                out.append(item)
+            elif isinstance(item, str):
+                has_part = True
+                out.append({"type": "input_text", "text": item})
+            else:
+                raise InvalidArgumentError(
+                    f"input[{i}]",
+                    "must be a Message, InputText, InputImage, str or dict, "
+                    f"not {type(item).__name__}",
+                )
+        if not out:
+            raise InvalidArgumentError("input", "is an empty sequence; pass None to send no input")
+        if has_message and has_part:
+            raise InvalidArgumentError(
+                "input", "mixes messages and content parts; wrap the parts in a Message"
+            )
+        # A bare multimodal content array is one of the documented input forms: sent as is.
+        return out
+    raise InvalidArgumentError(
+        "input",
+        "must be a str, Message, sequence of Message, sequence of InputText/InputImage, "
+        f"or dict, not {type(value).__name__}",
+    )
+
+
+def unstructure_tool(tool: Any, index: int) -> Any:
+    """The JSON form of one entry of ``tools``."""
+    if isinstance(tool, ImageGenerationTool):
+        return _unstructure_image_tool(tool)
+    if isinstance(tool, Mapping):
+        return tool
+    raise InvalidArgumentError(
+        f"tools[{index}]", f"must be an ImageGenerationTool or dict, not {type(tool).__name__}"
+    )
+
+
+_TOOL_CHOICE_MODES = ("auto", "none", "required")
+
+
+def unstructure_tool_choice(choice: Any) -> Any:
+    """The JSON form of ``tool_choice``; an :class:`ImageGenerationTool` forces that tool."""
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICE_MODES:
+            raise InvalidArgumentError(
+                "tool_choice", f"{choice!r} is not one of {', '.join(_TOOL_CHOICE_MODES)}"
+            )
+        return choice
+    if isinstance(choice, ImageGenerationTool):
+        return {"type": "image_generation"}
+    if isinstance(choice, Mapping):
+        return choice
+    raise InvalidArgumentError(
+        "tool_choice",
+        f"must be 'auto', 'none', 'required', an ImageGenerationTool or a dict, "
+        f"not {type(choice).__name__}",
+    )
+
+
+# --- JSON -> models ---------------------------------------------------------
+
+
+def _passthrough(value: Any, _type: Any) -> Any:
+    return value
+
+
+def _wrong_type(expected: str, value: Any) -> TypeError:
+    return TypeError(f"expected {expected}, got {type(value).__name__}")
+
+
+def _structure_str(value: Any, _type: Any) -> str:
+    if type(value) is str:
+        return value
+    raise _wrong_type("a string", value)
+
+
+def _structure_opt_str(value: Any, _type: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise _wrong_type("a string or null", value)
+
+
+def _structure_int(value: Any, _type: Any) -> int:
+    if type(value) is int:
+        return value
+    raise _wrong_type("an integer", value)
+
+
+def _structure_opt_int(value: Any, _type: Any) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise _wrong_type("an integer or null", value)
+
+
+def _structure_any_tuple(value: Any, _type: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if type(value) is list:
+        return tuple(value)
+    raise _wrong_type("an array", value)
+
+
+def _structure_unknown_item(value: Any, _type: Any) -> UnknownOutputItem:
+    if not isinstance(value, dict):
+        raise _wrong_type("an object", value)
+    kind = value.get("type")
+    item_id = value.get("id")
+    return UnknownOutputItem(
+        type=kind if isinstance(kind, str) else None,
+        id=item_id if isinstance(item_id, str) else None,
+        data=value,
+    )
+
+
+def _structure_unknown_content(value: Any, _type: Any) -> UnknownContent:
+    if not isinstance(value, dict):
+        raise _wrong_type("an object", value)
+    kind = value.get("type")
+    return UnknownContent(type=kind if isinstance(kind, str) else None, data=value)
+
+
+_ITEM_TAGS: dict[type, str] = {
+    OutputMessage: "message",
+    ImageGenerationCall: "image_generation_call",
+}
+_CONTENT_TAGS: dict[type, str] = {OutputText: "output_text", Refusal: "refusal"}
+
+
+def _tuple_of(conv: cattrs.Converter, union: Any) -> Any:
+    """A hook for ``tuple[union, ...]`` that looks the element hook up once, not per item."""
+    element = conv.get_structure_hook(union)
+
+    def structure(value: Any, _type: Any) -> tuple[Any, ...]:
+        if value is None:
+            return ()
+        if type(value) is not list:
+            raise _wrong_type("an array", value)
+        for item in value:
+            if type(item) is not dict:
+                raise _wrong_type("an object", item)
+        return tuple([element(item, union) for item in value])
+
+    return structure
+
+
+def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=detailed_validation)
+    for cls, hook in _UNSTRUCTURE_HOOKS:
+        conv.register_unstructure_hook(cls, hook)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(Optional[str], _structure_opt_str)  # noqa: UP045
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(Optional[int], _structure_opt_int)  # noqa: UP045
+    conv.register_structure_hook_func(lambda t: t == tuple[Any, ...], _structure_any_tuple)
+    conv.register_structure_hook(UnknownOutputItem, _structure_unknown_item)
+    conv.register_structure_hook(UnknownContent, _structure_unknown_content)
+    configure_tagged_union(
+        OutputContent,
+        conv,
+        tag_generator=lambda cl: _CONTENT_TAGS.get(cl, "\x00unknown"),
+        tag_name="type",
+        default=UnknownContent,
+    )
+    configure_tagged_union(
+        OutputItem,
+        conv,
+        tag_generator=lambda cl: _ITEM_TAGS.get(cl, "\x00unknown"),
+        tag_name="type",
+        default=UnknownOutputItem,
+    )
+    if not detailed_validation:
+        # cattrs' own tuple hooks report item indexes; these are faster.
+        tuple_content = _tuple_of(conv, OutputContent)
+        tuple_items = _tuple_of(conv, OutputItem)
+        conv.register_structure_hook_func(lambda t: t == tuple[OutputContent, ...], tuple_content)
+        conv.register_structure_hook_func(lambda t: t == tuple[OutputItem, ...], tuple_items)
+    # Fields that do not come from the body arrive under private keys (see
+    # structure_response) and are passed through as they are.
+    conv.register_structure_hook(
+        Response,
+        make_dict_structure_fn(
+            Response,
+            conv,
+            credits=override(rename="\x00credits", struct_hook=_passthrough),
+            idempotency_key=override(rename="\x00idempotency_key", struct_hook=_passthrough),
+            session_id=override(rename="\x00session_id", struct_hook=_passthrough),
+            raw=override(rename="\x00raw", struct_hook=_passthrough),
+        ),
+    )
+    conv.register_structure_hook(
+        SystemPrompt,
+        make_dict_structure_fn(
+            SystemPrompt, conv, raw=override(rename="\x00raw", struct_hook=_passthrough)
+        ),
+    )
+    return conv
+
+
+converter = _make_converter(detailed_validation=False)
+"""The SDK's converter: every hook is generated once, at import, without detailed
+validation (fast). When it fails, :data:`_explainer` (the same hooks with
+detailed validation) structures the payload again to say where and why."""
+_explainer = _make_converter(detailed_validation=True)
+
+_structure_response_fn = converter.get_structure_hook(Response)
+_structure_system_prompt_fn = converter.get_structure_hook(SystemPrompt)
+
+
+def _concat_output_text(output: Any) -> str:
+    parts: list[str] = []
+    if isinstance(output, list):
+        for item in output:
+            if isinstance(item, dict) and item.get("type") == "message":
+                content = item.get("content")
+                if isinstance(content, list):
+                    for part in content:
+                        if isinstance(part, dict) and part.get("type") == "output_text":
+                            text = part.get("text")
+                            if isinstance(text, str):
+                                parts.append(text)
+    return "".join(parts)
+
+
+def _validation_error(
+    payload: dict[str, Any],
+    cls: type,
+    what: str,
+    status_code: int,
+    idempotency_key: str | None,
+) -> APIResponseValidationError:
+    try:
+        _explainer.structure(payload, cls)
+    except Exception as exc:
+        details = "; ".join(cattrs.transform_error(exc, path=what))
+    else:  # pragma: no cover - the fast converter and the explainer agree
+        details = "unexpected shape"
+    return APIResponseValidationError(
+        f"the {status_code} answer is not a valid {what}: {details}",
+        status_code=status_code,
+        idempotency_key=idempotency_key,
+    )
+
+
+def structure_response(
+    data: Any,
+    *,
+    credits: Credits = NO_CREDITS,
+    idempotency_key: str | None = None,
+    session_id: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """A :class:`Response` from a decoded JSON body.
+
+    Raises :class:`APIResponseValidationError` when ``data`` is not a
+    Responses object (not a dict, no string ``id``, or a field of the wrong
+    type), with the path of each problem.
+    """
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
+            status_code=status_code,
+            idempotency_key=idempotency_key,
+        )
+    payload = dict(data)
+    payload["\x00credits"] = credits
+    payload["\x00idempotency_key"] = idempotency_key
+    payload["\x00session_id"] = session_id
+    payload["\x00raw"] = data
+    text = data.get("output_text")
+    if not isinstance(text, str):
+        payload["output_text"] = _concat_output_text(data.get("output"))
+    if data.get("usage") is None:
+        payload.pop("usage", None)
+    try:
+        return _structure_response_fn(payload, Response)  # type: ignore[no-any-return]
+    except Exception:  # TypeError, KeyError, ... from the generated hooks
+        raise _validation_error(
+            payload, Response, "response", status_code, idempotency_key
+        ) from None
+
+
+def structure_system_prompt(data: Any, *, status_code: int = 200) -> SystemPrompt:
+    """A :class:`SystemPrompt` from a decoded JSON body."""
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
+            status_code=status_code,
+        )
+    payload = dict(data)
+    payload["\x00raw"] = data
+    try:
+        return _structure_system_prompt_fn(payload, SystemPrompt)  # type: ignore[no-any-return]
+    except Exception:
+        raise _validation_error(payload, SystemPrompt, "system prompt", status_code, None) from None
+
+
+def _parse_decimal(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        number = Decimal(value.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def parse_credits(charged: str | None, remaining: str | None) -> Credits:
+    """:class:`Credits` from the raw ``x-credits-charged`` / ``x-credits-remaining`` values."""
+    if charged is None and remaining is None:
+        return NO_CREDITS
+    return Credits(_parse_decimal(charged), _parse_decimal(remaining))
+
+
+# --- HTTP answers -> models or errors ----------------------------------------
+
+_EXCERPT = 200
+_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[: _EXCERPT * 4].decode("utf-8", "replace")
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def decode_json_body(raw: RawResponse, idempotency_key: str | None) -> Any:
+    """The JSON of a 2xx answer; a wrong content type or invalid JSON is a validation error."""
+    content_type = raw.headers.get("Content-Type")
+    if not _is_json(content_type):
+        raise APIResponseValidationError(
+            f"the {raw.status} answer has content type {content_type!r}, not JSON: "
+            f"{_excerpt(raw.body)!r}",
+            status_code=raw.status,
+            excerpt=_excerpt(raw.body),
+            idempotency_key=idempotency_key,
+        )
+    try:
+        return _json.loads(raw.body)
+    except ValueError:
+        raise APIResponseValidationError(
+            f"the {raw.status} answer is not valid JSON: {_excerpt(raw.body)!r}",
+            status_code=raw.status,
+            excerpt=_excerpt(raw.body),
+            idempotency_key=idempotency_key,
+        ) from None
+
+
+def credits_of(raw: RawResponse) -> Credits:
+    """The credits headers of an answer."""
+    headers = raw.headers
+    return parse_credits(headers.get("x-credits-charged"), headers.get("x-credits-remaining"))
+
+
+def _message_from_json(data: Any) -> str | None:
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+            if isinstance(message, str) and message:
+                return message
+        elif isinstance(error, str) and error:
+            return error
+        for key in ("message", "detail"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value
+            if value is not None and key == "detail":
+                return _json.dumps(value).decode("utf-8")[:_EXCERPT]
+    elif isinstance(data, str) and data:
+        return data
+    return None
+
+
+def _message_from_text(body: bytes) -> str:
+    text = body[:65536].decode("utf-8", "replace")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    text = title.group(1) if title and title.group(1).strip() else _TAG.sub(" ", text)
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if ms >= 0 and math.isfinite(ms):
+            return ms / 1000.0
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        current = time.time() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None
+
+
+def status_error(raw: RawResponse, idempotency_key: str | None) -> APIStatusError:
+    """The :class:`APIStatusError` subclass for a non-2xx answer, with its message."""
+    status = raw.status
+    body: Any = None
+    message: str | None = None
+    if raw.body:
+        if _is_json(raw.headers.get("Content-Type")) or raw.body[:1] in (b"{", b"["):
+            try:
+                body = _json.loads(raw.body)
+            except ValueError:
+                body = None
+            else:
+                message = _message_from_json(body)
+        if body is None:
+            body = raw.body[:65536].decode("utf-8", "replace")
+            message = _message_from_text(raw.body)
+    if 300 <= status < 400:
+        location = raw.headers.get("Location", "")
+        target = location.split("://", 1)[-1].split("/", 1)[0] if "://" in location else ""
+        message = (
+            f"redirect{' to ' + target if target else ''} not followed: "
+            "API calls never follow redirects"
+        )
+    reason = _REASONS.get(status, "")
+    text = f"{status} {reason}".strip()
+    if message:
+        text = f"{text}: {message}"
+    cls = status_error_class(status)
+    return cls(
+        text,
+        status_code=status,
+        body=body,
+        headers=raw.headers,
+        credits=credits_of(raw),
+        retry_after=parse_retry_after(raw.headers),
+        idempotency_key=idempotency_key,
+    )
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    425: "Too Early",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def parse_completion(
+    raw: RawResponse, idempotency_key: str | None, session_id: str | None
+) -> Response:
+    """A :class:`Response` from a 2xx completion answer."""
+    data = decode_json_body(raw, idempotency_key)
+    return structure_response(
+        data,
+        credits=credits_of(raw),
+        idempotency_key=idempotency_key,
+        session_id=session_id,
+        status_code=raw.status,
+    )
+
+
+def parse_system_prompt(
+    raw: RawResponse, idempotency_key: str | None, _session_id: str | None
+) -> SystemPrompt:
+    """A :class:`SystemPrompt` from a 2xx ``set_system_prompt`` answer."""
+    return structure_system_prompt(decode_json_body(raw, idempotency_key), status_code=raw.status)

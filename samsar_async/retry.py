@@ -1,0 +1,334 @@
+"""Retries that never charge twice and never storm a failing backend.
+
+A failure is classified by what the server may have done with the request:
+
+- ``not_sent`` (always retried): DNS, connect, TLS, waiting for a pooled connection.
+- ``refused`` (always retried): 408, 409, 425, 429, 503; the server did no work.
+- ``outcome_unknown`` (retried only when the call carries an idempotency key):
+  read timeout, connection dropped or body cut short after sending; 500, 502, 504.
+
+Nothing else is retried: 400, 401, 402, 403, 404, 422 and
+:class:`~samsar_async.errors.APIResponseValidationError` fail at once.
+
+:class:`RetryPolicy` says how many attempts, how long to back off (full
+jitter), and which conditions to retry; :class:`RetryBudget` is shared by a
+client's calls so that when the backend fails for everyone, retries stop
+(botocore's "standard" retry quota). The loop itself is tenacity's
+``AsyncRetrying``, a fresh one per call, sleeping with anyio. The first
+attempt runs before tenacity is involved, so a call that succeeds at once
+pays nothing for the retry machinery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import anyio
+import attrs
+from tenacity import AsyncRetrying, RetryCallState
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base, wait_random_exponential
+
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    Attempt,
+    InvalidArgumentError,
+    OutcomeUnknownError,
+)
+
+__all__ = [
+    "NOT_SENT",
+    "OUTCOME_UNKNOWN",
+    "REFUSED",
+    "RetryBudget",
+    "RetryPolicy",
+    "classify",
+]
+
+logger = logging.getLogger("samsar_async")
+
+NOT_SENT: Final = "not_sent"
+"""The request never left this process."""
+REFUSED: Final = "refused"
+"""The server refused the request before doing any work."""
+OUTCOME_UNKNOWN: Final = "outcome_unknown"
+"""The request was sent and the server may have done the work (and charged)."""
+
+_CONDITIONS = frozenset({NOT_SENT, REFUSED, OUTCOME_UNKNOWN})
+
+DEFAULT_REFUSED_STATUSES: Final = frozenset({408, 409, 425, 429, 503})
+DEFAULT_UNKNOWN_STATUSES: Final = frozenset({500, 502, 504})
+
+T = TypeVar("T")
+
+
+def _check_conditions(_inst: object, _attr: object, value: frozenset[str]) -> None:
+    unknown = set(value) - _CONDITIONS
+    if unknown:
+        raise InvalidArgumentError(
+            "retry_on", f"unknown conditions {sorted(unknown)}; use {sorted(_CONDITIONS)}"
+        )
+
+
+def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(attr.name, "must be an integer >= 1")
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not value >= 0):
+        raise InvalidArgumentError(attr.name, "must be a number >= 0")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a call is retried. Set one on the client; override it per call with ``retry=``.
+
+    - ``max_attempts``: attempts in all, the first included (1 turns retries off).
+    - ``initial_backoff`` / ``max_backoff``: exponential back-off with full jitter:
+      before retry *n* the wait is uniform in ``[0, min(max_backoff, initial_backoff * 2**(n-1))]``.
+    - ``max_total_time``: no retry starts later than this many seconds after the
+      call started (``None``: only the call's ``timeout.total`` bounds it).
+    - ``max_retry_after``: a server-requested wait (``Retry-After``/``retry-after-ms``)
+      is honoured up to this; a longer one ends the retries at once.
+    - ``retry_on``: which conditions are retried (see the module docstring).
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_positive_int)
+    initial_backoff: float = attrs.field(default=0.5, validator=_non_negative)
+    max_backoff: float = attrs.field(default=8.0, validator=_non_negative)
+    max_total_time: float | None = attrs.field(default=None, validator=_non_negative)
+    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
+    retry_on: frozenset[str] = attrs.field(
+        default=_CONDITIONS, converter=frozenset, validator=_check_conditions
+    )
+    refused_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_REFUSED_STATUSES, converter=frozenset
+    )
+    unknown_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_UNKNOWN_STATUSES, converter=frozenset
+    )
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """One attempt, no retries (handy in tests)."""
+        return cls(max_attempts=1)
+
+
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+
+
+@attrs.define(kw_only=True)
+class RetryBudget:
+    """A client-wide token bucket that caps retries when the backend fails for everyone.
+
+    Every retry takes ``retry_cost`` tokens (``timeout_retry_cost`` after a
+    timeout); when the bucket cannot pay, the call fails at once with its
+    underlying error. A call that succeeds puts back what its retries took,
+    or ``success_refund`` when it needed none, up to ``capacity``. With the
+    defaults (500, 5, 10, 1), a fully failing backend sees at most about 100
+    retries before new calls stop retrying, instead of two per call.
+    """
+
+    capacity: int = 500
+    retry_cost: int = 5
+    timeout_retry_cost: int = 10
+    success_refund: int = 1
+    tokens: float = attrs.field(
+        default=attrs.Factory(lambda self: float(self.capacity), takes_self=True)
+    )
+    """Tokens left now (starts full)."""
+
+    def try_acquire(self, cost: int) -> bool:
+        """Take ``cost`` tokens if available."""
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def on_success(self, acquired: int) -> None:
+        """Refund after a successful call that took ``acquired`` tokens for retries."""
+        refund = acquired if acquired else self.success_refund
+        tokens = self.tokens + refund
+        self.tokens = tokens if tokens < self.capacity else self.capacity
+
+
+def classify(exc: BaseException, policy: RetryPolicy) -> str | None:
+    """The retry condition ``exc`` falls under, or ``None`` when it is never retried."""
+    if isinstance(exc, APIStatusError):
+        if exc.status_code in policy.refused_statuses:
+            return REFUSED
+        if exc.status_code in policy.unknown_statuses:
+            return OUTCOME_UNKNOWN
+        return None
+    if isinstance(exc, OutcomeUnknownError):
+        return OUTCOME_UNKNOWN
+    if isinstance(exc, APIConnectionError):
+        return OUTCOME_UNKNOWN if exc.sent else NOT_SENT
+    return None
+
+
+def _is_retryable(exc: BaseException, policy: RetryPolicy, has_key: bool) -> bool:
+    condition = classify(exc, policy)
+    if condition is None or condition not in policy.retry_on:
+        return False
+    if condition == OUTCOME_UNKNOWN and not has_key:
+        return False
+    retry_after = getattr(exc, "retry_after", None)
+    return not (retry_after is not None and retry_after > policy.max_retry_after)
+
+
+class _RetryIf(retry_base):
+    def __init__(self, policy: RetryPolicy, has_key: bool) -> None:
+        self.policy = policy
+        self.has_key = has_key
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        return exc is not None and _is_retryable(exc, self.policy, self.has_key)
+
+
+class _Wait(wait_base):
+    """Full-jitter exponential back-off, or the server's ``Retry-After`` when it sent one."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.jitter = wait_random_exponential(
+            multiplier=policy.initial_backoff, max=policy.max_backoff
+        )
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        return float(self.jitter(retry_state))
+
+
+class _Stop(stop_base):
+    """Stop at ``max_attempts``, at the deadline, or when the budget cannot pay the retry."""
+
+    def __init__(
+        self, policy: RetryPolicy, deadline: float | None, budget: RetryBudget | None
+    ) -> None:
+        self.max_attempts = policy.max_attempts
+        self.deadline = deadline
+        self.budget = budget
+        self.acquired = 0
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if retry_state.attempt_number >= self.max_attempts:
+            return True
+        if self.deadline is not None and (
+            time.monotonic() + retry_state.upcoming_sleep >= self.deadline
+        ):
+            return True
+        if self.budget is None:
+            return False
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        cost = (
+            self.budget.timeout_retry_cost
+            if isinstance(exc, APITimeoutError)
+            else self.budget.retry_cost
+        )
+        if not self.budget.try_acquire(cost):
+            logger.warning("retry budget exhausted: not retrying (%s)", type(exc).__name__)
+            return True
+        self.acquired += cost
+        return False
+
+
+def _log_retry(retry_state: RetryCallState) -> None:
+    outcome = retry_state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    logger.warning(
+        "retrying in %.2fs after attempt %d failed: %s",
+        retry_state.upcoming_sleep,
+        retry_state.attempt_number,
+        type(exc).__name__,
+    )
+
+
+def _record(attempts: list[Attempt], number: int, exc: BaseException, started: float) -> None:
+    status = exc.status_code if isinstance(exc, APIStatusError) else None
+    message = exc.message if isinstance(exc, APIError) else str(exc)
+    attempts.append(
+        Attempt(
+            number=number,
+            error=f"{type(exc).__name__}: {message}",
+            status_code=status,
+            elapsed=time.monotonic() - started,
+        )
+    )
+
+
+async def call_with_retries(
+    send: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    has_key: bool,
+    deadline: float | None,
+) -> T:
+    """Run ``send`` under ``policy``; the final error carries every attempt.
+
+    ``deadline`` is a :func:`time.monotonic` time after which no retry starts.
+    Cancellation is never retried nor swallowed.
+    """
+    started = time.monotonic()
+    try:
+        result = await send()
+    except APIError as exc:
+        attempts: list[Attempt] = []
+        _record(attempts, 1, exc, started)
+        if policy.max_attempts < 2 or not _is_retryable(exc, policy, has_key):
+            exc.attempts = tuple(attempts)
+            raise
+        first: APIError | None = exc
+    else:
+        if budget is not None:
+            budget.on_success(0)
+        return result
+
+    if policy.max_total_time is not None:
+        limit = started + policy.max_total_time
+        deadline = limit if deadline is None else min(deadline, limit)
+    stop = _Stop(policy, deadline, budget)
+    retrying = AsyncRetrying(
+        sleep=anyio.sleep,
+        stop=stop,
+        wait=_Wait(policy),
+        retry=_RetryIf(policy, has_key),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                if first is not None:
+                    # Attempt 1 already ran (above): hand its failure to tenacity.
+                    replay, first = first, None
+                    raise replay
+                attempt_started = time.monotonic()
+                try:
+                    result = await send()
+                except APIError as exc:
+                    _record(attempts, attempt.retry_state.attempt_number, exc, attempt_started)
+                    raise
+        if budget is not None:
+            budget.on_success(stop.acquired)
+        return result
+    except APIError as exc:
+        exc.attempts = tuple(attempts)
+        raise

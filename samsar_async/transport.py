@@ -1,0 +1,209 @@
+"""HTTP over one pooled ``aiohttp.ClientSession``: the only module that touches aiohttp.
+
+Every aiohttp (and socket) exception is mapped here to an
+:mod:`samsar_async.errors` class, classified by what the server may have done:
+
+- *not sent* (DNS, connect, TLS, waiting for a pooled connection):
+  :class:`APIConnectionError` with ``sent=False`` / :class:`APIConnectTimeoutError`;
+- *outcome unknown* (the request went out but no complete answer came back:
+  read timeout, connection dropped, body cut short of its Content-Length):
+  :class:`OutcomeUnknownError` / :class:`APIReadTimeoutError`.
+
+Redirects are never followed (the Authorization header must not travel to
+another host), and a body larger than the configured cap is refused without
+being read into memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import attrs
+from multidict import CIMultiDictProxy
+
+from .errors import (
+    APIConnectionError,
+    APIConnectTimeoutError,
+    APIReadTimeoutError,
+    APIResponseValidationError,
+    ClientClosedError,
+    OutcomeUnknownError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["RawResponse", "Transport"]
+
+_READ_CHUNK = 256 * 1024
+
+
+@attrs.frozen
+class RawResponse:
+    """A complete HTTP answer: status, headers and the whole body."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes = attrs.field(repr=False)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+@attrs.define(eq=False)
+class Transport:
+    """Owns the client's ``aiohttp.ClientSession`` and sends requests on it.
+
+    The session is created lazily, inside the running event loop, on first
+    use; :meth:`close` releases it. ``headers`` are sent with every request.
+    """
+
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    max_connections: int
+    max_response_bytes: int
+    _session: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The pooled session, once opened (for diagnostics and tests)."""
+        return self._session
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=False,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            headers=dict(self.headers),
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            trust_env=False,
+            raise_for_status=False,
+        )
+        self._session = session
+        return session
+
+    async def close(self) -> None:
+        """Close the session and its connections. Safe to call more than once."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None,
+        timeout: aiohttp.ClientTimeout,
+        idempotency_key: str | None,
+    ) -> RawResponse:
+        """POST ``body`` (JSON bytes) to ``url`` and read the whole answer.
+
+        Raises only :mod:`samsar_async.errors` exceptions (and cancellation).
+        """
+        session = self._session
+        if session is None or session.closed:
+            session = self._open()
+        try:
+            async with session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length <= self.max_response_bytes:
+                    data = await resp.read()
+                else:
+                    data = await self._read_capped(resp, idempotency_key)
+                return RawResponse(resp.status, resp.headers, data)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise APIConnectTimeoutError(
+                f"timed out getting a connection to {_host(url)}: nothing was sent",
+                idempotency_key=idempotency_key,
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise APIConnectionError(
+                f"could not connect to {_host(url)}: {_describe(exc.os_error)}; nothing was sent",
+                sent=False,
+                idempotency_key=idempotency_key,
+            ) from exc
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+            raise APIReadTimeoutError(
+                f"timed out waiting for the answer from {_host(url)}; the request was sent "
+                "and may have been charged",
+                idempotency_key=idempotency_key,
+            ) from exc
+        except (aiohttp.ClientError, OSError, socket.gaierror) as exc:
+            raise OutcomeUnknownError(
+                f"the connection to {_host(url)} failed after the request was sent "
+                f"({_describe(exc)}); it may have been charged",
+                idempotency_key=idempotency_key,
+            ) from exc
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, key: str | None) -> bytes:
+        cap = self.max_response_bytes
+        length = resp.content_length
+        if length is not None and length > cap:
+            resp.close()
+            raise APIResponseValidationError(
+                f"the {resp.status} answer is {length} bytes, over the {cap}-byte limit",
+                status_code=resp.status,
+                idempotency_key=key,
+            )
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := await resp.content.read(_READ_CHUNK):
+            total += len(chunk)
+            if total > cap:
+                resp.close()
+                raise APIResponseValidationError(
+                    f"the {resp.status} answer is over the {cap}-byte limit",
+                    status_code=resp.status,
+                    idempotency_key=key,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _host(url: str) -> str:
+    # scheme://host[:port]/... -> host[:port]; URLs never carry credentials here.
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0]
+
+
+def client_timeout(
+    *, connect: float | None, read: float | None, total: float | None
+) -> aiohttp.ClientTimeout:
+    """The aiohttp timeout of one attempt.
+
+    ``connect`` bounds opening a new socket; waiting for a pooled connection
+    is bounded by ``total`` (the time left of the call's deadline).
+    """
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+
+
+def header(headers: Any, name: str) -> str | None:
+    """A header value or ``None`` (``headers`` is case-insensitive)."""
+    value = headers.get(name)
+    return value if isinstance(value, str) else None
