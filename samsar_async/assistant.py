@@ -6,9 +6,11 @@ Arguments are checked here, before anything is sent; bad input raises
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .batch import DEFAULT_CONCURRENCY, BatchRun
 from .config import UNSET, Timeout, Unset
 from .converter import (
     parse_completion,
@@ -22,7 +24,7 @@ from .sessions import Session
 
 if TYPE_CHECKING:
     from .client import AsyncSamsar
-    from .inputs import CompletionInput, ImageGenerationTool, ToolChoice
+    from .inputs import CompletionInput, CompletionRequest, ImageGenerationTool, ToolChoice
     from .models import Response, SystemPrompt
     from .retry import RetryPolicy
 
@@ -161,3 +163,30 @@ class Assistant:
     def session(self, session_id: str) -> Session:
         """A conversation helper bound to ``session_id``."""
         return Session(self, _check_session_id(session_id))
+
+    def complete_many(
+        self,
+        requests: Iterable[CompletionRequest] | AsyncIterable[CompletionRequest],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        stop_on_error: bool = False,
+        min_credits: Decimal | int | str | None = None,
+    ) -> BatchRun:
+        """Run many completions, at most ``concurrency`` at once; iterate the results.
+
+        Results come as they finish (``ordered=True``: in input order, with a
+        reorder window of ``concurrency``). Errors are results unless
+        ``stop_on_error``. Once the last seen ``x-credits-remaining`` is below
+        ``min_credits``, no new call is sent: the rest come back with a
+        :class:`~samsar_async.errors.CreditBudgetExceeded` error.
+        See :mod:`samsar_async.batch`.
+        """
+        return BatchRun(
+            self,
+            requests,
+            concurrency=concurrency,
+            ordered=ordered,
+            stop_on_error=stop_on_error,
+            min_credits=min_credits,
+        )

@@ -1,0 +1,36 @@
+"""Developer tasks: ``nox -s tests lint typecheck`` (what CI runs), ``nox -s bench``, ``nox -s ray``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = None  # the interpreter that runs nox
+TEST_DEPS = ["pytest>=8", "openai>=1.60", "rich>=13"]
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite, with the speedups extra (orjson, pybase64) and without it."""
+    session.install("-e", ".[speedups]", *TEST_DEPS)
+    session.run("pytest", "-m", "not ray", *session.posargs)
+    session.run("pip", "uninstall", "-y", "-q", "orjson", "pybase64")
+    session.run("pytest", "-m", "not ray", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[speedups,cli]", "mypy>=1.10")
+    session.run("mypy", "--strict", "samsar_async")

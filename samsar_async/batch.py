@@ -1,0 +1,253 @@
+"""``complete_many``: many completions at bounded concurrency, results as they finish.
+
+::
+
+    requests = (CompletionRequest(session_id=s, input=t) for s, t in rows)
+    async for result in client.assistant.complete_many(requests, concurrency=64):
+        result.index, result.request, result.response, result.error
+
+How it works: a runner task reads the requests lazily (a sync or async
+iterable; a generator of a million requests is never materialized) and starts
+one anyio task per request once a :class:`anyio.CapacityLimiter` slot is free,
+so at most ``concurrency`` calls are in flight. Results travel through a
+bounded memory stream: a slow consumer holds the slots and so stops the
+reading (back-pressure, no unbounded queue). Requests on one ``session_id``
+keep their input order (the client serializes each session's calls, FIFO).
+
+Leaving the ``async for`` early (break, exception, cancellation) cancels the
+runner and everything in flight; ``await results.aclose()`` (or
+``async with``) does it deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .errors import CreditBudgetExceeded, InvalidArgumentError, SamsarError
+from .inputs import CompletionRequest
+from .models import Response
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .assistant import Assistant
+
+__all__ = ["DEFAULT_CONCURRENCY", "BatchResult", "BatchRun"]
+
+DEFAULT_CONCURRENCY = 64
+"""Calls in flight at once when ``concurrency`` is not given."""
+
+
+@attrs.frozen
+class BatchResult:
+    """The outcome of one request of a batch: exactly one of ``response`` and ``error`` is set.
+
+    ``index`` is the request's position in the input.
+    """
+
+    index: int
+    request: CompletionRequest
+    response: Response | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded."""
+        return self.error is None
+
+
+_FIELDS = tuple(a.name for a in attrs.fields(CompletionRequest) if a.name != "session_id")
+
+
+def _options(request: CompletionRequest) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name in _FIELDS:
+        value = getattr(request, name)
+        if value is not None:
+            options[name] = value
+    return options
+
+
+class BatchRun:
+    """The async iterator returned by :meth:`Assistant.complete_many`."""
+
+    def __init__(
+        self,
+        assistant: Assistant,
+        requests: Iterable[CompletionRequest] | AsyncIterable[CompletionRequest],
+        *,
+        concurrency: int,
+        ordered: bool,
+        stop_on_error: bool,
+        min_credits: Decimal | int | str | None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidArgumentError("concurrency", "must be an integer >= 1")
+        if not isinstance(requests, (Iterable, AsyncIterable)):
+            raise InvalidArgumentError("requests", "must be an iterable of CompletionRequest")
+        self._assistant = assistant
+        self._requests = requests
+        self._concurrency = concurrency
+        self._ordered = ordered
+        self._stop_on_error = stop_on_error
+        self._min_credits = None if min_credits is None else Decimal(str(min_credits))
+        self._remaining: Decimal | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._pending: dict[int, BatchResult] = {}
+        self._next_index = 0
+        self._closed = False
+
+    @property
+    def credits_remaining(self) -> Decimal | None:
+        """The last ``x-credits-remaining`` seen by this batch."""
+        return self._remaining
+
+    def __aiter__(self) -> AsyncIterator[BatchResult]:
+        return self
+
+    async def __aenter__(self) -> BatchRun:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Left early without aclose(): stop what is in flight (the loop finishes the unwinding).
+        runner = self._runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel whatever is still in flight and wait until it has unwound."""
+        self._closed = True
+        runner = self._runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
+                await runner
+        if self._receive is not None:
+            self._receive.close()
+
+    async def __anext__(self) -> BatchResult:
+        if self._closed:
+            raise StopAsyncIteration
+        receive = self._receive
+        if receive is None:
+            send, receive = anyio.create_memory_object_stream[BatchResult](self._concurrency)
+            self._receive = receive
+            self._runner = asyncio.get_running_loop().create_task(self._run(send))
+        try:
+            while True:
+                if self._ordered and self._next_index in self._pending:
+                    result = self._pending.pop(self._next_index)
+                    self._next_index += 1
+                    self._limiter.release_on_behalf_of(_Token(result.index))
+                    return result
+                try:
+                    result = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+                if self._stop_on_error and result.error is not None:
+                    await self.aclose()
+                    raise result.error
+                if not self._ordered:
+                    return result
+                self._pending[result.index] = result
+        except BaseException:
+            await self.aclose()
+            raise
+        # The runner finished: surface its failure (e.g. the input iterable raised).
+        runner = self._runner
+        self._closed = True
+        if runner is not None and runner.done() and not runner.cancelled():
+            exc = runner.exception()
+            if exc is not None:
+                raise exc
+        raise StopAsyncIteration
+
+    async def _requests_iter(self) -> AsyncIterator[CompletionRequest]:
+        requests = self._requests
+        if isinstance(requests, AsyncIterable):
+            async for request in requests:
+                yield request
+        else:
+            for request in requests:
+                yield request
+
+    async def _run(self, send: MemoryObjectSendStream[BatchResult]) -> None:
+        limiter = self._limiter
+        min_credits = self._min_credits
+        async with send, anyio.create_task_group() as tg:
+            index = 0
+            async for request in self._requests_iter():
+                token = _Token(index)
+                await limiter.acquire_on_behalf_of(token)
+                remaining = self._remaining
+                if not isinstance(request, CompletionRequest):
+                    error: SamsarError = InvalidArgumentError(
+                        f"requests[{index}]",
+                        f"must be a CompletionRequest, not {type(request).__name__}",
+                    )
+                    tg.start_soon(self._deliver, send, index, request, error)
+                elif min_credits is not None and remaining is not None and remaining < min_credits:
+                    error = CreditBudgetExceeded(remaining, min_credits)
+                    tg.start_soon(self._deliver, send, index, request, error)
+                else:
+                    tg.start_soon(self._one, send, index, request)
+                index += 1
+
+    async def _one(
+        self, send: MemoryObjectSendStream[BatchResult], index: int, request: CompletionRequest
+    ) -> None:
+        try:
+            response = await self._assistant.complete(request.session_id, **_options(request))
+        except Exception as exc:
+            credits = getattr(exc, "credits", None)
+            remaining = getattr(credits, "remaining", None)
+            if remaining is not None:
+                self._remaining = remaining
+            await self._deliver(send, index, request, exc)
+            return
+        if response.credits.remaining is not None:
+            self._remaining = response.credits.remaining
+        await self._send(send, BatchResult(index, request, response=response))
+
+    async def _deliver(
+        self,
+        send: MemoryObjectSendStream[BatchResult],
+        index: int,
+        request: Any,
+        error: BaseException,
+    ) -> None:
+        await self._send(send, BatchResult(index, request, error=error))
+
+    async def _send(self, send: MemoryObjectSendStream[BatchResult], result: BatchResult) -> None:
+        try:
+            await send.send(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the consumer left; the runner is being cancelled
+        finally:
+            if not self._ordered:
+                self._limiter.release_on_behalf_of(_Token(result.index))
+
+
+@attrs.frozen
+class _Token:
+    """The limiter borrower of one request (by index: equal requests may repeat)."""
+
+    index: int
