@@ -9,6 +9,8 @@
         print(resp.output_text, resp.credits.charged)
 """
 
+import logging as _logging
+
 from ._version import __version__
 from .client import AsyncSamsar
 from .config import UNSET, Timeout
@@ -53,6 +55,9 @@ from .models import (
 )
 from .retry import RetryBudget, RetryPolicy
 from .sessions import Session, Turn
+
+# A library never configures logging; this keeps its WARNINGs off stderr unless the app opts in.
+_logging.getLogger("samsar_async").addHandler(_logging.NullHandler())
 
 __all__ = [
     "UNSET",
