@@ -70,7 +70,8 @@ async def test_complete_text(
     assert resp.status == "completed"
     assert resp.model == "gpt-5.4"
     assert isinstance(resp.created_at, int)
-    assert resp.usage is not None and resp.usage.total_tokens > 0
+    assert resp.usage is not None
+    assert resp.usage.total_tokens > 0
     [message] = resp.output
     assert isinstance(message, OutputMessage)
     assert message.text == resp.output_text
@@ -507,10 +508,10 @@ async def test_api_key_never_leaks(
 async def test_connection_cap(server: MockSamsarServer) -> None:
     server.latency = 0.005
     sessions = [server.create_session() for _ in range(60)]
-    async with AsyncSamsar(server.api_key, base_url=server.url, max_connections=4) as c:
-        async with anyio.create_task_group() as tg:
-            for s in sessions:
-                tg.start_soon(c.assistant.complete, s, "x")
+    client = AsyncSamsar(server.api_key, base_url=server.url, max_connections=4)
+    async with client, anyio.create_task_group() as tg:
+        for s in sessions:
+            tg.start_soon(client.assistant.complete, s, "x")
     assert len(server.ledger) == 60
     assert 1 < server.max_in_flight <= 4
     assert len(server.peers) <= 4  # connections are pooled and reused
