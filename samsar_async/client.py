@@ -40,7 +40,7 @@ from .config import (
     Unset,
 )
 from .converter import status_error
-from .errors import APIConnectTimeoutError, ClientClosedError, InvalidArgumentError
+from .errors import APIConnectTimeoutError, APIError, ClientClosedError, InvalidArgumentError
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, call_with_retries
 from .sessions import SessionLocks
 from .transport import RawResponse, Transport, client_timeout
@@ -254,13 +254,23 @@ class AsyncSamsar:
                         idempotency_key=key,
                     )
             started = time.monotonic()
-            raw = await transport.post(
-                url,
-                data,
-                headers=headers,
-                timeout=client_timeout(connect=t.connect, read=t.read, total=total),
-                idempotency_key=key,
-            )
+            try:
+                raw = await transport.post(
+                    url,
+                    data,
+                    headers=headers,
+                    timeout=client_timeout(connect=t.connect, read=t.read, total=total),
+                    idempotency_key=key,
+                )
+            except APIError as exc:
+                logger.debug(
+                    "POST %s attempt=%d failed=%s elapsed=%.3fs",
+                    path,
+                    attempt,
+                    type(exc).__name__,
+                    time.monotonic() - started,
+                )
+                raise
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",

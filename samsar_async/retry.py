@@ -68,6 +68,9 @@ DEFAULT_UNKNOWN_STATUSES: Final = frozenset({500, 502, 504})
 
 T = TypeVar("T")
 
+_MIN_ATTEMPT_TIME = 0.1
+"""No retry starts with less than this many seconds left before the call's deadline."""
+
 
 def _check_conditions(_inst: object, _attr: object, value: frozenset[str]) -> None:
     unknown = set(value) - _CONDITIONS
@@ -230,7 +233,7 @@ class _Stop(stop_base):
         if retry_state.attempt_number >= self.max_attempts:
             return True
         if self.deadline is not None and (
-            time.monotonic() + retry_state.upcoming_sleep >= self.deadline
+            time.monotonic() + retry_state.upcoming_sleep + _MIN_ATTEMPT_TIME >= self.deadline
         ):
             return True
         if self.budget is None:

@@ -198,9 +198,22 @@ def client_timeout(
     """The aiohttp timeout of one attempt.
 
     ``connect`` bounds opening a new socket; waiting for a pooled connection
-    is bounded by ``total`` (the time left of the call's deadline).
+    is bounded by ``total`` (the time left of the call's deadline). aiohttp's
+    own ``connect`` phase (pool wait + socket) ends a hair before ``total`` so
+    that running out of time while still waiting for a connection is reported
+    as *not sent* (``ConnectionTimeoutError``) rather than as a read timeout.
     """
-    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+    pool = None if total is None else total - min(0.05, total * 0.05)
+    return aiohttp.ClientTimeout(
+        total=total,
+        connect=pool,
+        sock_connect=connect,
+        sock_read=read,
+        ceil_threshold=_NO_CEIL,
+    )
+
+
+_NO_CEIL = 1e12  # keep deadlines exact: never round them up to whole seconds
 
 
 def header(headers: Any, name: str) -> str | None:
