@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests lint typecheck`` (what CI runs), ``nox -s bench``, ``nox -s ray``."""
+"""Developer tasks: ``nox`` runs tests, lint and typecheck (what CI runs); also bench, ray."""
 
 from __future__ import annotations
 

@@ -350,7 +350,7 @@ def test_policy_validation() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(InvalidArgumentError, match="retry_on"):
         RetryPolicy(retry_on={"sometimes"})
-    with pytest.raises(InvalidArgumentError, match="timeout.read"):
+    with pytest.raises(InvalidArgumentError, match=r"timeout\.read"):
         Timeout(read=-1)
 
 
