@@ -245,21 +245,23 @@ class AsyncSamsar:
         async def send() -> T:
             nonlocal attempt
             attempt += 1
-            total = None
+            limit = t.read
             if deadline is not None:
-                total = deadline - time.monotonic()
-                if total <= 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise APIConnectTimeoutError(
                         f"the call's {t.total}s deadline passed before attempt {attempt}",
                         idempotency_key=key,
                     )
+                # Round so that equal budgets share one cached ClientTimeout.
+                limit = round(left if limit is None or left < limit else limit, 3)
             started = time.monotonic()
             try:
                 raw = await transport.post(
                     url,
                     data,
                     headers=headers,
-                    timeout=client_timeout(connect=t.connect, read=t.read, total=total),
+                    timeout=client_timeout(connect=t.connect, attempt=limit),
                     idempotency_key=key,
                 )
             except APIError as exc:

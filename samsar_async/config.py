@@ -75,8 +75,8 @@ class Timeout:
     """Timeouts of one call, in seconds; ``None`` means no limit.
 
     - ``connect``: to get a connection (a new one, or a free one from the pool).
-    - ``read``: per attempt, from sending the request to the last byte of the answer
-      (Samsar answers in one piece, so this is also the time to the first byte).
+    - ``read``: per attempt, from asking for a connection to the last byte of the
+      answer (Samsar answers in one piece, so this is mostly the time to the first byte).
     - ``total``: the whole logical call, retries and back-off sleeps included.
 
     Expiry raises :class:`~samsar_async.errors.APITimeoutError`.

@@ -303,6 +303,7 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == tuple[Any, ...], _structure_any_tuple)
     conv.register_structure_hook(UnknownOutputItem, _structure_unknown_item)
     conv.register_structure_hook(UnknownContent, _structure_unknown_content)
+    # Order matters: each hook is generated against the hooks registered before it.
     configure_tagged_union(
         OutputContent,
         conv,
@@ -310,6 +311,13 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
         tag_name="type",
         default=UnknownContent,
     )
+    if not detailed_validation:
+        # cattrs' own tuple hooks report item indexes (the explainer keeps them);
+        # these look the element hook up once instead of per item.
+        content_tuple = tuple[OutputContent, ...]
+        conv.register_structure_hook_func(
+            lambda t: t == content_tuple, _tuple_of(conv, OutputContent)
+        )
     configure_tagged_union(
         OutputItem,
         conv,
@@ -318,11 +326,8 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
         default=UnknownOutputItem,
     )
     if not detailed_validation:
-        # cattrs' own tuple hooks report item indexes; these are faster.
-        tuple_content = _tuple_of(conv, OutputContent)
-        tuple_items = _tuple_of(conv, OutputItem)
-        conv.register_structure_hook_func(lambda t: t == tuple[OutputContent, ...], tuple_content)
-        conv.register_structure_hook_func(lambda t: t == tuple[OutputItem, ...], tuple_items)
+        item_tuple = tuple[OutputItem, ...]
+        conv.register_structure_hook_func(lambda t: t == item_tuple, _tuple_of(conv, OutputItem))
     # Fields that do not come from the body arrive under private keys (see
     # structure_response) and are passed through as they are.
     conv.register_structure_hook(

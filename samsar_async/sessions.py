@@ -19,6 +19,7 @@ registry never grows beyond the sessions in use.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,13 +39,19 @@ T = TypeVar("T")
 
 
 class SessionLocks:
-    """Per-session FIFO locks, created on demand and dropped when idle."""
+    """Per-session FIFO locks, created on demand and dropped when idle.
+
+    An uncontended call costs two dict operations: a session with no call
+    running gets an empty waiter queue; later callers wait on a future each,
+    and a finishing call hands the session straight to the oldest waiter
+    (no barging), so calls run in the order they arrived.
+    """
 
     __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        # session id -> [lock, number of calls holding or waiting for it]
-        self._entries: dict[str, list[Any]] = {}
+        # session id -> futures of the calls waiting behind the running one
+        self._entries: dict[str, deque[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         """Sessions with a call running or waiting."""
@@ -52,19 +59,32 @@ class SessionLocks:
 
     async def run(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` once every earlier call on ``session_id`` has finished."""
-        entries = self._entries
-        entry = entries.get(session_id)
-        if entry is None:
-            entry = entries[session_id] = [asyncio.Lock(), 1]
+        waiters = self._entries.get(session_id)
+        if waiters is None:
+            self._entries[session_id] = waiters = deque()
         else:
-            entry[1] += 1
+            turn = asyncio.get_running_loop().create_future()
+            waiters.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._hand_over(session_id, waiters)  # our turn came: pass it on
+                else:
+                    waiters.remove(turn)
+                raise
         try:
-            async with entry[0]:
-                return await call()
+            return await call()
         finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del entries[session_id]
+            self._hand_over(session_id, waiters)
+
+    def _hand_over(self, session_id: str, waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._entries[session_id]
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ being read into memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -192,24 +193,21 @@ def _host(url: str) -> str:
     return rest.split("/", 1)[0]
 
 
-def client_timeout(
-    *, connect: float | None, read: float | None, total: float | None
-) -> aiohttp.ClientTimeout:
+@functools.lru_cache(maxsize=64)
+def client_timeout(*, connect: float | None, attempt: float | None) -> aiohttp.ClientTimeout:
     """The aiohttp timeout of one attempt.
 
-    ``connect`` bounds opening a new socket; waiting for a pooled connection
-    is bounded by ``total`` (the time left of the call's deadline). aiohttp's
-    own ``connect`` phase (pool wait + socket) ends a hair before ``total`` so
-    that running out of time while still waiting for a connection is reported
-    as *not sent* (``ConnectionTimeoutError``) rather than as a read timeout.
+    ``attempt`` bounds the whole attempt (waiting for a connection, sending,
+    and reading the answer to its last byte): one timer, as raw aiohttp's
+    default. ``connect`` bounds opening a new socket. The wait for a pooled
+    connection ends a hair before ``attempt``, so that running out of time
+    while still waiting is reported as *not sent* (``ConnectionTimeoutError``)
+    rather than as a read timeout; aiohttp arms that timer only when no
+    pooled connection is free.
     """
-    pool = None if total is None else total - min(0.05, total * 0.05)
+    pool = None if attempt is None else attempt - min(0.05, attempt * 0.05)
     return aiohttp.ClientTimeout(
-        total=total,
-        connect=pool,
-        sock_connect=connect,
-        sock_read=read,
-        ceil_threshold=_NO_CEIL,
+        total=attempt, connect=pool, sock_connect=connect, ceil_threshold=_NO_CEIL
     )
 
 
