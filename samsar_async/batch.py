@@ -128,9 +128,12 @@ class BatchRun:
 
     def __del__(self) -> None:
         # Left early without aclose(): stop what is in flight (the loop finishes the unwinding).
-        runner = self._runner
+        runner = getattr(self, "_runner", None)
         if runner is not None and not runner.done():
             runner.cancel()
+        receive = getattr(self, "_receive", None)
+        if receive is not None:
+            receive.close()
 
     async def aclose(self) -> None:
         """Cancel whatever is still in flight and wait until it has unwound."""
@@ -174,6 +177,7 @@ class BatchRun:
         # The runner finished: surface its failure (e.g. the input iterable raised).
         runner = self._runner
         self._closed = True
+        receive.close()
         if runner is not None and runner.done() and not runner.cancelled():
             exc = runner.exception()
             if exc is not None:
