@@ -30,10 +30,15 @@ The order :func:`events_from_response` follows::
     response.completed | response.incomplete | response.failed
 
 Where Samsar's payload omits a field OpenAI's events require, it is filled in:
-an output item without an ``id`` gets ``"{response id}_item_{index}"``, a
-message without a ``status`` gets ``"completed"`` (``"incomplete"`` when the
-response is), an image call without one gets ``"completed"`` when it has a
-result and ``"failed"`` otherwise. Everything else is passed on as received.
+a response without ``object`` gets ``"response"``, an output item without an
+``id`` gets ``"{response id}_item_{index}"``, a message without a ``status``
+gets ``"completed"`` (``"incomplete"`` when the response is), an image call
+without one gets ``"completed"`` when it has a result and ``"failed"``
+otherwise. ``response.created`` and ``response.in_progress`` carry the
+response with ``status`` ``"in_progress"``, an empty ``output`` and without
+the fields of a finished response (``output_text``, ``usage``, ``error``,
+``incomplete_details``, ``completed_at``). Everything else is passed on as
+received.
 
 One addition to OpenAI's shapes: ``response.image_generation_call.completed``
 carries the image. :attr:`ImageGenerationCompleted.image` is the
@@ -573,7 +578,9 @@ def _item_dicts(response: Response) -> list[dict[str, Any]]:
 
 def _response_dict(response: Response) -> dict[str, Any]:
     if response.raw:
-        return dict(response.raw)
+        out = dict(response.raw)
+        out.setdefault("object", response.object)
+        return out
     usage = response.usage
     return {
         "id": response.id,
