@@ -6,7 +6,7 @@ Arguments are checked here, before anything is sent; bad input raises
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +180,7 @@ class Assistant:
         *,
         chunk_chars: int | None = None,
         **options: Any,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """:meth:`complete`, as OpenAI Responses streaming events.
 
         ::
@@ -221,7 +221,7 @@ class Assistant:
         input: CompletionInput | None,
         chunk_chars: int | None,
         options: dict[str, Any],
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         try:
             response = await self.complete(session_id, input, **options)
         except InvalidArgumentError:
