@@ -4,7 +4,8 @@
 browser's ``EventSource``, ``GET /chat?session_id=...&message=...``) answers
 ``text/event-stream``: OpenAI Responses streaming events
 (``response.created``, ``response.output_text.delta``, ...,
-``response.completed``, or one ``error`` event when the call fails). Bad
+``response.completed``, or one ``error`` event when the call fails, whose
+details are logged rather than sent). Bad
 requests get a ``400`` JSON error. The whole app shares one
 :class:`~samsar_async.AsyncSamsar` (one connection pool), opened on startup and
 closed on cleanup.
@@ -27,17 +28,30 @@ In a browser, close the ``EventSource`` on ``response.completed`` or
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from samsar_async import AsyncSamsar
 from samsar_async.sse import stream_response
+from samsar_async.streaming import ErrorEvent, StreamEvent
+
+logger = logging.getLogger(__name__)
 
 CLIENT = web.AppKey("samsar_client", AsyncSamsar)
 """The app's shared client."""
+
+PUBLIC_ERRORS = {
+    "NotFoundError": "This conversation was not found.",
+    "PermissionDeniedError": "This conversation was not found.",
+    "RateLimitError": "Too many requests; try again in a moment.",
+}
+"""What browsers are told when a call fails, by error code (the rest get a generic line)."""
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_SESSION_ID_CHARS = 200
@@ -65,6 +79,19 @@ def _check(fields: Mapping[str, Any]) -> tuple[str, str] | web.Response:
     return session_id, message
 
 
+async def public(
+    events: AsyncGenerator[StreamEvent, None],
+) -> AsyncIterator[StreamEvent]:
+    """``events`` with error details (API messages, credit balances) kept server-side."""
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, ErrorEvent):
+                logger.warning("assistant call failed: %s: %s", event.code, event.message)
+                message = PUBLIC_ERRORS.get(event.code or "", "The assistant could not answer.")
+                event = attrs.evolve(event, message=message, error=None)
+            yield event
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     """Answer one message as an SSE stream of the assistant's events."""
     fields: Mapping[str, Any]
@@ -86,7 +113,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return checked
     session_id, message = checked
     events = request.app[CLIENT].assistant.stream(session_id, message)
-    return await stream_response(request, events)
+    return await stream_response(request, public(events))
 
 
 def make_app(*, api_key: str | None = None, base_url: str | None = None) -> web.Application:

@@ -206,7 +206,25 @@ async def test_a_failed_call_is_one_error_event(
     assert isinstance(error, ErrorEvent)
     assert error.code == "NotFoundError"
     assert error.param == "session_id"
-    assert error.message.startswith("404 Not Found")
+    assert error.message == "This conversation was not found."
+
+
+@pytest.mark.anyio
+async def test_error_details_stay_on_the_server(
+    server: MockSamsarServer, url: str, http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    session_id = server.create_session()
+    server.set_balance(None, "0.000001")
+    events = await sse_events(
+        http, "POST", f"{url}/chat", json={"session_id": session_id, "message": "hi"}
+    )
+    assert len(events) == 1
+    error = events[0]
+    assert isinstance(error, ErrorEvent)
+    assert error.code == "InsufficientCreditsError"
+    assert error.message == "The assistant could not answer."
+    # The balance is in the log, not in the browser.
+    assert any("0.000001" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.anyio
