@@ -9,7 +9,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = None  # the interpreter that runs nox
-TEST_DEPS = ["pytest>=8", "openai>=1.60", "rich>=13"]
+TEST_DEPS = ["pytest>=8", "openai>=1.60", "rich>=13", "httpx>=0.27", "httpx-sse>=0.4"]
 
 
 @nox.session(python=PYTHON)

@@ -6,7 +6,7 @@ Arguments are checked here, before anything is sent; bad input raises
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +19,9 @@ from .converter import (
     unstructure_tool,
     unstructure_tool_choice,
 )
-from .errors import InvalidArgumentError
+from .errors import APIStatusError, InvalidArgumentError, SamsarError
 from .sessions import Session
+from .streaming import ErrorEvent, StreamEvent, check_chunk_chars, events_from_response
 
 if TYPE_CHECKING:
     from .client import AsyncSamsar
@@ -54,6 +55,18 @@ def _check_mapping(field: str, value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidArgumentError(field, f"must be a dict, not {type(value).__name__}")
     return value
+
+
+def _error_event(exc: SamsarError) -> ErrorEvent:
+    """The ``error`` event reporting a failed call."""
+    param = None
+    if isinstance(exc, APIStatusError) and isinstance(exc.body, Mapping):
+        error = exc.body.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("param"), str):
+            param = error["param"]
+    return ErrorEvent(
+        sequence_number=0, code=type(exc).__name__, message=str(exc), param=param, error=exc
+    )
 
 
 class Assistant:
@@ -159,6 +172,65 @@ class Assistant:
             idempotency_key=idempotency_key,
             extra_headers=extra_headers,
         )
+
+    def stream(
+        self,
+        session_id: str,
+        input: CompletionInput | None = None,
+        *,
+        chunk_chars: int | None = None,
+        **options: Any,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """:meth:`complete`, as OpenAI Responses streaming events.
+
+        ::
+
+            async for event in client.assistant.stream(session_id, "Write a caption"):
+                if event.type == "response.output_text.delta":
+                    print(event.delta, end="")
+
+        Takes :meth:`complete`'s arguments (``options`` are its keyword
+        options) and yields the events of
+        :func:`~samsar_async.streaming.events_from_response`:
+        ``response.created`` ... ``response.output_text.delta`` ...
+        ``response.completed``, whose ``parsed`` is the :class:`Response`
+        (credits included). ``chunk_chars=N`` splits each text part into
+        deltas of ``N`` characters.
+
+        The Samsar API answers in one piece today, so the events all arrive
+        once the answer is in: the first one comes when :meth:`complete`
+        would have returned. Code written against OpenAI's streaming events
+        keeps working unchanged when Samsar streams for real.
+
+        When the call fails with a :class:`~samsar_async.errors.SamsarError`
+        (after its retries), the stream is one
+        :class:`~samsar_async.streaming.ErrorEvent` and then ends normally:
+        ``code`` is the exception's class name, ``message`` its text,
+        ``param`` the field the server named, and ``error`` the exception.
+        A stream never stops half-way. Bad arguments are a caller's bug, not a
+        stream event: :class:`~samsar_async.errors.InvalidArgumentError` is
+        raised, by this call for ``chunk_chars`` and by the first iteration,
+        before any event, for the others. Cancellation propagates.
+        """
+        check_chunk_chars(chunk_chars)
+        return self._stream(session_id, input, chunk_chars, options)
+
+    async def _stream(
+        self,
+        session_id: str,
+        input: CompletionInput | None,
+        chunk_chars: int | None,
+        options: dict[str, Any],
+    ) -> AsyncGenerator[StreamEvent, None]:
+        try:
+            response = await self.complete(session_id, input, **options)
+        except InvalidArgumentError:
+            raise
+        except SamsarError as exc:
+            yield _error_event(exc)
+            return
+        for event in events_from_response(response, chunk_chars=chunk_chars):
+            yield event
 
     def session(self, session_id: str) -> Session:
         """A conversation helper bound to ``session_id``."""

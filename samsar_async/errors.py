@@ -8,6 +8,7 @@ these classes at one boundary (:mod:`samsar_async.transport`). The tree::
     ├── ClientClosedError (also RuntimeError)   the client was used after close()
     ├── ImageDecodeError                        a generated image is not valid base64 / empty
     ├── CreditBudgetExceeded                    a batch stopped scheduling at ``min_credits``
+    ├── StreamDecodeError (also ValueError)     a streaming event or SSE frame is malformed
     └── APIError                                a call to the API failed
         ├── APIConnectionError                  no usable HTTP response
         │   ├── APITimeoutError                 a deadline expired
@@ -68,6 +69,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "SamsarError",
+    "StreamDecodeError",
     "UnprocessableEntityError",
 ]
 
@@ -118,6 +120,14 @@ class CreditBudgetExceeded(SamsarError):
         super().__init__(
             f"not sent: credits remaining ({remaining}) fell below min_credits ({min_credits})"
         )
+
+
+class StreamDecodeError(SamsarError, ValueError):
+    """A streaming event (a dict, or an SSE frame's data) is not a valid event.
+
+    Raised by :func:`samsar_async.streaming.event_from_dict` and
+    :func:`samsar_async.sse.decode`; the message names the event type and field.
+    """
 
 
 class APIError(SamsarError):
