@@ -195,8 +195,10 @@ def _load_pybase64() -> _Decoder | None:
     def decode(text: str) -> bytes:
         return pybase64.b64decode(text, validate=True)
 
-    # ~10x faster than the standard library, so bigger chunks take as long.
-    return _Decoder("pybase64", decode, 4 * 1024 * 1024)
+    # Many times faster than the standard library: 1 MiB of text decodes in
+    # ~0.1 ms. Bigger chunks gain nothing measurable and cost memory (each
+    # chunk is a text slice plus its decoded bytes).
+    return _Decoder("pybase64", decode, 1024 * 1024)
 
 
 def _select_decoder() -> _Decoder:
