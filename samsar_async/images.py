@@ -168,18 +168,27 @@ class _Decoder:
             raise ValueError("chunk_chars must be a positive multiple of 4")
 
 
+_STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _regex_checked_decode(text: str) -> bytes:
+    """Strict decoding for Python 3.10, whose ``a2b_base64`` has no ``strict_mode``.
+
+    Only used for text whose length is a multiple of 4: then the regex plus
+    the lenient decoder accept exactly what ``strict_mode=True`` accepts.
+    """
+    if _STRICT_BASE64.fullmatch(text) is None:
+        raise binascii.Error("Non-base64 digit found")
+    return binascii.a2b_base64(text)
+
+
 if sys.version_info >= (3, 11):
 
     def _stdlib_decode(text: str) -> bytes:
         return binascii.a2b_base64(text, strict_mode=True)
 
 else:
-    _STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-    def _stdlib_decode(text: str) -> bytes:
-        if _STRICT_BASE64.fullmatch(text) is None:
-            raise binascii.Error("Non-base64 digit found")
-        return binascii.a2b_base64(text)
+    _stdlib_decode = _regex_checked_decode
 
 
 _STDLIB: Final = _Decoder("stdlib", _stdlib_decode, 256 * 1024)

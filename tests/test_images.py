@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import errno
 import os
 import re
@@ -588,6 +589,42 @@ def test_stdlib_is_used_without_pybase64(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "pybase64", None)  # makes `import pybase64` fail
     assert images._load_pybase64() is None
     assert images._select_decoder() is images._STDLIB
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AAAA",
+        "AA==",
+        "AAA=",
+        "QR==",
+        "A===",
+        "====",
+        "=AAA",
+        "AA=A",
+        "AA==AAAA",
+        "AAA=AAAA",
+        "AA$A",
+        "AA A",
+        "AA\nA",
+        "-_AA",
+        "AAé=",
+        MARKER,
+        MARKER + "AA==",
+    ],
+)
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="needs strict_mode to compare with")
+def test_python310_strict_decoder_agrees_with_strict_mode(text: str) -> None:
+    # On 3.10 the stdlib path is regex + lenient a2b_base64; on 3.11+ strict_mode.
+    # Both must accept and reject the same 4-aligned chunks.
+    def outcome(decode: Callable[[str], bytes]) -> bytes | None:
+        try:
+            return decode(text)
+        except ValueError:
+            return None
+
+    strict = outcome(lambda t: binascii.a2b_base64(t, strict_mode=True))
+    assert outcome(images._regex_checked_decode) == strict
 
 
 def test_decoder_chunk_must_be_multiple_of_4() -> None:
