@@ -1,10 +1,31 @@
-"""Generated images (placeholder until the images module lands)."""
+"""Generated images (placeholder until the images module lands).
+
+``save_images`` here is a minimal stand-in so the CLI can be exercised: it
+decodes each image's base64 and writes one file per image. The real module
+(atomic writes, safe names, ``GeneratedImage.save``) replaces this file.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
+import pathlib
+from collections.abc import Iterable
+
+import anyio
 import attrs
 
-__all__ = ["GeneratedImage", "sniff_mime"]
+from .errors import ImageDecodeError
+
+__all__ = ["DEFAULT_NAME_PATTERN", "GeneratedImage", "save_images", "sniff_mime"]
+
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+}
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -35,5 +56,40 @@ class GeneratedImage:
 DEFAULT_NAME_PATTERN = "{response_id}-{index}{ext}"
 
 
-async def save_images(images, path, *, overwrite=False, name=DEFAULT_NAME_PATTERN):  # type: ignore[no-untyped-def]
-    raise NotImplementedError
+def _write_all(
+    images: list[GeneratedImage], directory: pathlib.Path, overwrite: bool, name: str
+) -> list[pathlib.Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: list[pathlib.Path] = []
+    for image in images:
+        try:
+            data = base64.b64decode(image.b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageDecodeError(f"image {image.id} is not valid base64: {exc}") from None
+        if not data:
+            raise ImageDecodeError(f"image {image.id} is empty")
+        ext = _EXTENSIONS.get(sniff_mime(data[:16]) or "", ".bin")
+        filename = name.format(
+            response_id=image.response_id or "image",
+            index=image.index,
+            id=image.id,
+            ext=ext,
+        )
+        path = directory / pathlib.Path(filename).name
+        with open(path, "wb" if overwrite else "xb") as f:
+            f.write(data)
+        paths.append(path)
+    return paths
+
+
+async def save_images(
+    images: Iterable[GeneratedImage],
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    name: str = DEFAULT_NAME_PATTERN,
+) -> list[pathlib.Path]:
+    """Write each image into directory ``path``; returns the paths written."""
+    items = list(images)
+    directory = pathlib.Path(path)
+    return await anyio.to_thread.run_sync(_write_all, items, directory, overwrite, name)
