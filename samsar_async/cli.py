@@ -648,8 +648,7 @@ async def _image(args: argparse.Namespace) -> int:
         )
         _err(_credits_line(response.credits))
         raise CLIError(
-            f"error: the response {response.id} has no image"
-            + (f" ({reasons})" if reasons else ""),
+            f"the response {response.id} has no image" + (f" ({reasons})" if reasons else ""),
             EXIT_API,
         )
     paths = await response.save_images(args.out)
@@ -1185,17 +1184,17 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 def _check_batch_paths(requests: str, out: str) -> None:
     source = Path(requests)
     if not source.is_file():
-        raise CLIError(f"error: {requests}: no such file")
+        raise CLIError(f"{requests}: no such file")
     try:
         with open(source, "rb"):
             pass
     except OSError as exc:
-        raise CLIError(f"error: {requests}: {exc.strerror or exc}") from None
+        raise CLIError(f"{requests}: {exc.strerror or exc}") from None
     target = Path(out)
     if target.exists() and target.resolve() == source.resolve():
-        raise CLIError("error: --out must not be the requests file")
+        raise CLIError("--out must not be the requests file")
     if target.is_dir():
-        raise CLIError(f"error: --out {out} is a directory")
+        raise CLIError(f"--out {out} is a directory")
 
 
 async def _batch(args: argparse.Namespace) -> int:
