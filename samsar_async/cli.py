@@ -79,6 +79,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import time
 import traceback
 import uuid
@@ -160,6 +161,16 @@ _LINE_FIELDS: Final = frozenset(
     a.name for a in attrs.fields(CompletionRequest) if a.name != "extra_headers"
 )
 
+BATCH_EPILOG: Final = """\
+batch outcome:
+  exit 0 when every line has succeeded; else 3 if the API key was refused (the
+  batch stops at the first 401), else 4 if a line failed for credits (402 or
+  --min-credits), else 7. Result rows: line, session_id, ok, response_id,
+  output_text, credits_charged, credits_remaining, images, error
+  {type, message, status}, idempotency_key.
+
+"""
+
 EPILOG: Final = f"""\
 environment:
   {API_KEY_ENV}    the API key (used when --api-key is not given; preferred)
@@ -208,6 +219,11 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, (APIError, ImageDecodeError)):
         return EXIT_API
     return EXIT_UNEXPECTED
+
+
+def _wrap(text: str) -> str:
+    """Fill each paragraph (``\\n``-separated) of a help text to 78 columns."""
+    return "\n".join(textwrap.fill(paragraph, 78) for paragraph in text.split("\n"))
 
 
 def _one_line(text: str) -> str:
@@ -338,8 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=_PROG,
-        description="Command line client of the Samsar Assistant API (samsar-async). "
-        "Run `samsar demo` to try everything offline.",
+        description=_wrap(
+            "Command line client of the Samsar Assistant API (samsar-async). "
+            "Run `samsar demo` to try everything offline."
+        ),
         epilog=EPILOG,
         formatter_class=formatter,
     )
@@ -347,13 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"samsar-async {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, description: str, epilog: str = ""
+    ) -> argparse.ArgumentParser:
         return commands.add_parser(
             name,
             parents=[common],
             help=help,
-            description=description,
-            epilog=EPILOG,
+            description=_wrap(description),
+            epilog=epilog + EPILOG,
             formatter_class=formatter,
         )
 
@@ -425,7 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Run every line of REQUESTS.jsonl (one JSON object per line: session_id, input and "
         "options) at bounded concurrency, appending one result row per line to --out as it "
         "finishes. Re-running the same command skips the lines that succeeded and retries "
-        "the others, with the same idempotency keys (see `pydoc samsar_async.cli`).",
+        "the others, with the same idempotency keys.\n\n"
+        "Each line is sent with Idempotency-Key = uuid5(" + str(BATCH_KEY_NAMESPACE) + ", "
+        '"<absolute path of REQUESTS.jsonl>\\n<line number>\\n<sha256 hex of the stripped '
+        'line>") unless the line has its own idempotency_key, so a call in flight at a crash '
+        "is replayed, not charged again, by a server that honours idempotency keys. "
+        "Details: `pydoc samsar_async.cli`.",
+        BATCH_EPILOG,
     )
     p.add_argument("requests", metavar="REQUESTS.jsonl", help="the requests, one per line")
     p.add_argument("--out", metavar="RESULTS.jsonl", required=True, help="results file (appended)")
