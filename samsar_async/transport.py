@@ -200,12 +200,12 @@ def client_timeout(*, connect: float | None, attempt: float | None) -> aiohttp.C
     ``attempt`` bounds the whole attempt (waiting for a connection, sending,
     and reading the answer to its last byte): one timer, as raw aiohttp's
     default. ``connect`` bounds opening a new socket. The wait for a pooled
-    connection ends a hair before ``attempt``, so that running out of time
+    connection ends a quarter (at most 1 s) before ``attempt``, so that running out of time
     while still waiting is reported as *not sent* (``ConnectionTimeoutError``)
     rather than as a read timeout; aiohttp arms that timer only when no
     pooled connection is free.
     """
-    pool = None if attempt is None else attempt - min(0.05, attempt * 0.05)
+    pool = None if attempt is None else attempt - min(1.0, attempt * 0.25)
     return aiohttp.ClientTimeout(
         total=attempt, connect=pool, sock_connect=connect, ceil_threshold=_NO_CEIL
     )

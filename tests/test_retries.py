@@ -276,7 +276,7 @@ async def test_waiting_for_a_pooled_connection_times_out_unsent(server: MockSams
         tg.start_soon(c.assistant.complete, server.create_session(), "holds the connection")
         await server.wait_until(lambda s: s.held == 1)
         with pytest.raises(APIConnectTimeoutError, match="nothing was sent") as info:
-            await c.assistant.complete(server.create_session(), "x", timeout=0.2)
+            await c.assistant.complete(server.create_session(), "x", timeout=1.0)
         assert info.value.sent is False
         assert attempts_seen(server) == 1  # the second call never reached the server
         server.resume()
