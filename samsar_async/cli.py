@@ -73,7 +73,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -82,23 +81,29 @@ import sys
 import textwrap
 import time
 import traceback
-import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import attrs
 
-from . import _json
 from ._version import __version__
+from .batchfile import (
+    BATCH_KEY_NAMESPACE,
+    ResultsWriter,
+    batch_idempotency_key,
+    count_todo,
+    iter_requests,
+    read_done_lines,
+    result_row,
+)
 from .client import AsyncSamsar
 from .config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TIMEOUT
 from .errors import (
     APIConnectionError,
     APIError,
-    APIStatusError,
     AuthenticationError,
     CreditBudgetExceeded,
     ImageDecodeError,
@@ -109,8 +114,7 @@ from .errors import (
 from .inputs import CompletionRequest, InputImage, Message
 
 if TYPE_CHECKING:
-    from .batch import BatchResult
-    from .models import Credits, Response
+    from .models import Credits
 
 __all__ = [
     "BATCH_KEY_NAMESPACE",
@@ -144,10 +148,6 @@ EXIT_BATCH_FAILED: Final = 7
 EXIT_INTERRUPTED: Final = 130
 """128 + SIGINT; SIGTERM gives 128 + 15."""
 
-BATCH_KEY_NAMESPACE: Final = uuid.UUID("70cd1133-fdc8-5999-bef3-12eba4bb6f38")
-"""Namespace of batch idempotency keys: ``uuid5(NAMESPACE_URL,
-"https://pypi.org/project/samsar-async/#cli-batch")``."""
-
 DEFAULT_BATCH_CONCURRENCY: Final = 16
 DEFAULT_DEMO_DIR: Final = "samsar-demo"
 DEMO_LATENCY: Final = 0.02
@@ -157,9 +157,6 @@ MAX_LOGGED_FAILURES: Final = 10
 
 _PROG: Final = "samsar"
 _INSTALL_HINT: Final = 'the progress bar needs rich: pip install "samsar-async[cli]"'
-_LINE_FIELDS: Final = frozenset(
-    a.name for a in attrs.fields(CompletionRequest) if a.name != "extra_headers"
-)
 
 BATCH_EPILOG: Final = """\
 batch outcome:
@@ -861,174 +858,15 @@ def _make_progress(mode: str, label: str, total: int, every: int | None) -> _Pro
 # --------------------------------------------------------------------------- batch
 
 
-def batch_idempotency_key(requests_path: str | os.PathLike[str], line: int, content: bytes) -> str:
-    """The ``Idempotency-Key`` of line ``line`` (1-based) of a requests file.
-
-    ``uuid.uuid5(BATCH_KEY_NAMESPACE, name)`` where ``name`` is the absolute,
-    symlink-resolved path, a newline, the line number, a newline and the
-    SHA-256 hex digest of ``content`` without surrounding whitespace (computed
-    over bytes, so any path works). Stable across runs and machines for the
-    same file path and line.
-    """
-    path = os.fsencode(Path(requests_path).resolve())
-    digest = hashlib.sha256(content.strip()).hexdigest()
-    name = b"%s\n%d\n%s" % (path, line, digest.encode("ascii"))
-    sha1 = hashlib.sha1(BATCH_KEY_NAMESPACE.bytes + name, usedforsecurity=False).digest()
-    return str(uuid.UUID(bytes=sha1[:16], version=5))
-
-
-def read_done_lines(results_path: str | os.PathLike[str]) -> tuple[set[int], int]:
-    """The line numbers whose newest row in ``results_path`` has ``ok: true``,
-    and how many rows could not be read (a torn last row after a crash, say).
-
-    A missing file has no rows. Only the set of line numbers is kept in memory.
-    """
-    done: set[int] = set()
-    unreadable = 0
-    try:
-        f = open(results_path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return done, 0
-    with f:
-        for raw in f:
-            if not raw.strip():
-                continue
-            try:
-                row = _json.loads(raw)
-            except ValueError:
-                unreadable += 1
-                continue
-            line = row.get("line") if isinstance(row, dict) else None
-            if type(line) is not int:
-                unreadable += 1
-                continue
-            if row.get("ok") is True:
-                done.add(line)
-            else:
-                done.discard(line)
-    return done, unreadable
-
-
-class _ResultsWriter:
-    """Appends rows to the results file: one write + flush per row, fsync on close.
-
-    The writes are small and local, so they are done inline in the event loop.
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed by close()
-        try:
-            size = os.fstat(self._file.fileno()).st_size
-            if size:
-                with open(path, "rb") as f:
-                    f.seek(size - 1)
-                    torn = f.read(1) != b"\n"
-                if torn:  # a crash cut the last row short: start a new line after it
-                    self._file.write(b"\n")
-                    self._file.flush()
-        except BaseException:
-            self._file.close()
-            raise
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._file.write(_json.dumps(row) + b"\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-
-
-@attrs.frozen
-class _Malformed:
-    """A line that is not a valid request; it is reported, never sent."""
-
-    line: int
-    message: str
-    idempotency_key: str
-    session_id: str | None = None
-
-
-def _parse_line(raw: bytes, line: int, key: str) -> CompletionRequest | _Malformed:
-    try:
-        obj = _json.loads(raw)
-    except ValueError as exc:
-        return _Malformed(line, f"line {line}: not valid JSON ({_one_line(str(exc))})", key)
-    if not isinstance(obj, dict):
-        kind = type(obj).__name__
-        return _Malformed(line, f"line {line}: must be a JSON object, not {kind}", key)
-    session_id = obj.get("session_id")
-    sid = session_id if isinstance(session_id, str) else None
-    unknown = sorted(str(name) for name in obj if name not in _LINE_FIELDS)
-    if unknown:
-        allowed = ", ".join(sorted(_LINE_FIELDS))
-        return _Malformed(
-            line,
-            f"line {line}: unknown field(s) {', '.join(unknown)} (allowed: {allowed})",
-            key,
-            sid,
-        )
-    if sid is None or not sid.strip():
-        return _Malformed(line, f"line {line}: session_id must be a non-empty string", key, sid)
-    own_key = obj.get("idempotency_key")
-    if own_key is not None:
-        if not isinstance(own_key, str) or not own_key.strip():
-            return _Malformed(
-                line, f"line {line}: idempotency_key must be a non-empty string", key, sid
-            )
-        obj["idempotency_key"] = own_key
-    else:
-        obj["idempotency_key"] = key
-    return CompletionRequest(**obj)
-
-
 def _prepare_batch(
     requests_path: str | os.PathLike[str], out: Path, summary: BatchSummary
 ) -> tuple[Path, set[int], int]:
     """Read what earlier runs did; returns (requests path, done lines, lines to do)."""
     source = Path(requests_path).resolve()
     done, summary.unreadable_rows = read_done_lines(out)
-    summary.lines, todo = _count_todo(source, done)
+    summary.lines, todo = count_todo(source, done)
     summary.skipped = summary.lines - todo
     return source, done, todo
-
-
-def _count_todo(path: Path, done: set[int]) -> tuple[int, int]:
-    """(non-blank lines, of which not done yet), reading the file once, lazily."""
-    total = todo = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if raw.strip():
-                total += 1
-                if number not in done:
-                    todo += 1
-    return total, todo
-
-
-def _iter_requests(
-    path: Path, done: set[int], lines: dict[int, int]
-) -> Generator[CompletionRequest | _Malformed, None, None]:
-    """The lines still to do, parsed one at a time; ``lines`` maps batch index -> line."""
-    index = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if number in done or not raw.strip():
-                continue
-            key = batch_idempotency_key(path, number, raw)
-            lines[index] = number
-            index += 1
-            yield _parse_line(raw, number, key)
-
-
-def _error_info(exc: BaseException) -> dict[str, Any]:
-    status = exc.status_code if isinstance(exc, APIStatusError) else None
-    return {"type": type(exc).__name__, "message": _one_line(str(exc)), "status": status}
 
 
 @attrs.define
@@ -1062,67 +900,6 @@ class BatchSummary:
         return EXIT_BATCH_FAILED if self.failed else EXIT_OK
 
 
-async def _result_row(
-    result: BatchResult, line: int, images_dir: Path
-) -> tuple[dict[str, Any], BaseException | None]:
-    request = result.request
-    if isinstance(request, _Malformed):
-        info = {"type": "InvalidArgumentError", "message": request.message, "status": None}
-        return _row(line, request.session_id, request.idempotency_key, error=info), None
-    response: Response | None = result.response
-    error = result.error
-    images: list[str] = []
-    if response is not None and response.images:
-        try:
-            paths = await response.save_images(images_dir, overwrite=True)
-        except Exception as exc:  # the call succeeded; a re-run replays it and saves again
-            error = exc
-        else:
-            images = [str(path) for path in paths]
-    info = None
-    if error is not None:
-        info = _error_info(error)
-        if isinstance(error, InvalidArgumentError) and not info["message"].startswith("line "):
-            info["message"] = f"line {line}: {info['message']}"
-    credits = response.credits if response is not None else getattr(error, "credits", None)
-    row = _row(
-        line,
-        request.session_id,
-        request.idempotency_key,
-        response=response,
-        images=images,
-        error=info,
-        charged=getattr(credits, "charged", None),
-        remaining=getattr(credits, "remaining", None),
-    )
-    return row, error
-
-
-def _row(
-    line: int,
-    session_id: str | None,
-    key: str | None,
-    *,
-    response: Response | None = None,
-    images: list[str] | None = None,
-    error: dict[str, Any] | None = None,
-    charged: Decimal | None = None,
-    remaining: Decimal | None = None,
-) -> dict[str, Any]:
-    return {
-        "line": line,
-        "session_id": session_id,
-        "ok": error is None,
-        "response_id": response.id if response is not None else None,
-        "output_text": response.output_text if response is not None else None,
-        "credits_charged": _fmt_decimal(charged),
-        "credits_remaining": _fmt_decimal(remaining),
-        "images": images or [],
-        "error": error,
-        "idempotency_key": key,
-    }
-
-
 async def run_batch(
     client: AsyncSamsar,
     requests_path: str | os.PathLike[str],
@@ -1150,8 +927,8 @@ async def run_batch(
     if not todo:
         return summary
     lines: dict[int, int] = {}
-    requests = _iter_requests(source, done, lines)
-    writer = _ResultsWriter(out)
+    requests = iter_requests(source, done, lines)
+    writer = ResultsWriter(out)
     display = _make_progress(progress, label, todo, progress_every)
     logged = 0
     try:
@@ -1165,7 +942,7 @@ async def run_batch(
         async with run:
             async for result in run:
                 line = lines.pop(result.index)
-                row, error = await _result_row(result, line, pictures)
+                row, error = await result_row(result, line, pictures)
                 writer.write(row)
                 charged = (
                     Decimal(row["credits_charged"])
