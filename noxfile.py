@@ -34,3 +34,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[speedups,cli]", "mypy>=1.10")
     session.run("mypy", "--strict", "samsar_async")
+
+
+@nox.session(python=PYTHON)
+def ray(session: nox.Session) -> None:
+    """The Ray Data integration on a local 2-CPU cluster (the ``ray`` extra)."""
+    session.install("-e", ".[ray,speedups]", "pytest>=8")
+    session.run("pytest", "-m", "ray", "-p", "no:cacheprovider", *session.posargs)

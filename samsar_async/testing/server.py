@@ -776,10 +776,18 @@ class MockSamsarServer:
         """The default account's API key."""
         return self._default_key
 
-    def add_account(self, credits: Decimal | int | str = Decimal("1000")) -> str:
-        """Create an account with ``credits`` and return its new API key."""
+    def add_account(
+        self, credits: Decimal | int | str = Decimal("1000"), *, api_key: str | None = None
+    ) -> str:
+        """Create an account with ``credits`` and return its API key.
+
+        ``api_key`` chooses the key (for clients that read it from somewhere
+        else, such as worker processes' environment); by default a new random one.
+        """
         account_id = f"acct_{next(self._account_seq)}"
-        key = f"sk-mock-{secrets.token_hex(16)}"
+        key = f"sk-mock-{secrets.token_hex(16)}" if api_key is None else api_key
+        if not key or key in self._accounts_by_key:
+            raise ValueError("api_key must be non-empty and not already in use")
         account = _Account(id=account_id, key=key, balance=_decimal(credits))
         self._accounts[account_id] = account
         self._accounts_by_key[key] = account
