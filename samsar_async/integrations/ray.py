@@ -42,6 +42,7 @@ How it works:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -267,10 +268,8 @@ class SamsarMapper:
         client, loop = self._client, self._loop
         if client is None or loop is None or loop.is_closed() or not loop.is_running():
             return
-        try:
+        with contextlib.suppress(Exception):  # the actor is going away anyway
             asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
-        except Exception:  # noqa: S110 - the actor is going away anyway
-            pass
 
 
 class _Refused:
@@ -285,9 +284,10 @@ class _Refused:
     def wrap(
         items: Iterable[CompletionRequest | InvalidArgumentError],
     ) -> Iterable[CompletionRequest]:
-        return [  # type: ignore[misc]
+        wrapped: list[Any] = [
             item if isinstance(item, CompletionRequest) else _Refused(item) for item in items
         ]
+        return wrapped
 
 
 def result_schema() -> pyarrow.Schema:
