@@ -473,6 +473,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="send no new call once the credits remaining fall below X",
     )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        nargs="?",
+        const="",
+        default=None,
+        help="run the batch on Ray Data (needs the ray extra): the cluster at ADDRESS, "
+        "else $RAY_ADDRESS, else a local cluster; same rows, resume rules and keys",
+    )
+    p.add_argument(
+        "--actors",
+        metavar="N",
+        type=_positive_int,
+        default=2,
+        help="with --ray: actors, each with one pooled client (default: 2)",
+    )
     _add_progress_option(p)
     p.set_defaults(handler=_cmd_batch)
 
@@ -928,9 +944,13 @@ async def run_batch(
         return summary
     lines: dict[int, int] = {}
     requests = iter_requests(source, done, lines)
-    writer = ResultsWriter(out)
-    display = _make_progress(progress, label, todo, progress_every)
-    logged = 0
+    recorder = _Recorder(
+        summary,
+        ResultsWriter(out),
+        _make_progress(progress, label, todo, progress_every),
+        label,
+        out,
+    )
     try:
         # Malformed lines travel as non-CompletionRequest items: complete_many turns
         # them into error results without sending anything; their rows name the line.
@@ -943,45 +963,135 @@ async def run_batch(
             async for result in run:
                 line = lines.pop(result.index)
                 row, error = await result_row(result, line, pictures)
-                writer.write(row)
-                charged = (
-                    Decimal(row["credits_charged"])
-                    if row["ok"] and row["credits_charged"]
-                    else None
-                )
-                display.advance(row["ok"], charged)
-                if row["credits_remaining"] is not None:
-                    summary.credits_remaining = Decimal(row["credits_remaining"])
-                if row["ok"]:
-                    summary.ok += 1
-                    summary.images += len(row["images"])
-                    if charged is not None:
-                        summary.credits_charged += charged
-                    continue
-                summary.failed += 1
-                info = row["error"]
-                summary.errors[info["type"]] += 1
-                if isinstance(error, (InsufficientCreditsError, CreditBudgetExceeded)):
-                    summary.credit_failures += 1
-                if logged < MAX_LOGGED_FAILURES:
-                    logged += 1
-                    message = info["message"]
-                    where = "" if message.startswith(f"line {line}:") else f"line {line}: "
-                    display.log(f"{label}: {where}{info['type']}: {message}")
-                    if logged == MAX_LOGGED_FAILURES:
-                        display.log(f"{label}: further failures are only in {out}")
-                if isinstance(error, AuthenticationError):
-                    summary.aborted = error
+                if recorder.record(row, error):
                     break
     finally:
         requests.close()
-        display.close()
-        writer.close()
+        recorder.close()
     return summary
 
 
+class _Recorder:
+    """Writes result rows and keeps the summary and the progress display up to date."""
+
+    def __init__(
+        self,
+        summary: BatchSummary,
+        writer: ResultsWriter,
+        display: _Progress,
+        label: str,
+        out: Path,
+    ) -> None:
+        self.summary = summary
+        self.writer = writer
+        self.display = display
+        self.label = label
+        self.out = out
+        self.logged = 0
+
+    def record(self, row: dict[str, Any], error: BaseException | None) -> bool:
+        """Account for one row; True when the batch must stop (the API key was refused)."""
+        summary = self.summary
+        self.writer.write(row)
+        charged = Decimal(row["credits_charged"]) if row["ok"] and row["credits_charged"] else None
+        self.display.advance(row["ok"], charged)
+        if row["credits_remaining"] is not None:
+            summary.credits_remaining = Decimal(row["credits_remaining"])
+        if row["ok"]:
+            summary.ok += 1
+            summary.images += len(row["images"])
+            if charged is not None:
+                summary.credits_charged += charged
+            return False
+        summary.failed += 1
+        info = row["error"]
+        summary.errors[info["type"]] += 1
+        if info["type"] in _CREDIT_ERRORS:
+            summary.credit_failures += 1
+        if self.logged < MAX_LOGGED_FAILURES:
+            self.logged += 1
+            line = row["line"]
+            message = info["message"]
+            where = "" if message.startswith(f"line {line}:") else f"line {line}: "
+            self.display.log(f"{self.label}: {where}{info['type']}: {message}")
+            if self.logged == MAX_LOGGED_FAILURES:
+                self.display.log(f"{self.label}: further failures are only in {self.out}")
+        if info["type"] == AuthenticationError.__name__:
+            summary.aborted = error or AuthenticationError(
+                info["message"], status_code=info["status"] or 401
+            )
+            return True
+        return False
+
+    def close(self) -> None:
+        try:
+            self.display.close()
+        finally:
+            self.writer.close()
+
+
+_CREDIT_ERRORS: Final = frozenset(
+    {InsufficientCreditsError.__name__, CreditBudgetExceeded.__name__}
+)
+
+
 def _cmd_batch(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return _batch_ray(args)
     return _run(lambda: _batch(args))
+
+
+def _batch_ray(args: argparse.Namespace) -> int:
+    """``samsar batch --ray``: the same batch through Ray Data (blocking, no event loop here)."""
+    _check_batch_paths(args.requests, args.out)
+    try:
+        import ray
+
+        from .integrations.ray import run_batch_file
+    except ImportError:
+        raise CLIError('--ray needs the ray extra: pip install "samsar-async[ray]"') from None
+    key = args.api_key or os.environ.get(API_KEY_ENV)
+    if not key:
+        raise CLIError(f"no API key: set {API_KEY_ENV} or pass --api-key", EXIT_AUTH)
+    # A local cluster's workers inherit this environment; on a cluster, set the
+    # variable where `ray start` runs. The key is never pickled or logged.
+    os.environ[API_KEY_ENV] = key
+    started = time.monotonic()
+    out = Path(args.out)
+    pictures = Path(args.images_dir) if args.images_dir else out.parent / f"{out.stem}-images"
+    summary = BatchSummary()
+    _, done, todo = _prepare_batch(args.requests, out, summary)
+    if todo:
+        ray.init(
+            address=args.ray or None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        display = _make_progress(args.progress, "batch", todo, args.progress_every)
+        recorder = _Recorder(summary, ResultsWriter(out), display, "batch", out)
+        base_url = args.base_url or os.environ.get(BASE_URL_ENV)
+        try:
+            for row in run_batch_file(
+                args.requests,
+                done,
+                images_dir=pictures,
+                base_url=base_url,
+                actors=args.actors,
+                concurrency=args.concurrency,
+            ):
+                if recorder.record(row, None):
+                    break
+        finally:
+            recorder.close()
+            ray.shutdown()
+    _report_batch(summary, args.out, time.monotonic() - started)
+    if summary.aborted is not None:
+        _err(f"error: {_describe(summary.aborted)} (batch stopped; fix it and re-run)")
+    return summary.exit_code
 
 
 def _check_batch_paths(requests: str, out: str) -> None:

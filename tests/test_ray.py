@@ -5,6 +5,7 @@ Run with ``nox -s ray`` (needs the ``ray`` extra); skipped when Ray is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -178,3 +179,38 @@ async def test_errors_are_rows(server: MockSamsarServer) -> None:
     assert results[2]["error_type"] == "InvalidArgumentError"
     assert "bogus" in results[3]["error_message"]
     assert len(server.ledger) == 1
+
+
+async def test_cli_batch_on_ray(server: MockSamsarServer, tmp_path: Path) -> None:
+    """`samsar batch --ray`: same rows and keys as the single-machine command."""
+    sessions = [server.create_session(WORKER_KEY) for _ in range(60)]
+    requests = tmp_path / "requests.jsonl"
+    lines = [json.dumps({"session_id": sessions[i % 60], "input": f"line {i}"}) for i in range(300)]
+    lines.insert(10, "{not json")
+    requests.write_text("\n".join(lines) + "\n")
+    results = tmp_path / "results.jsonl"
+    env = {
+        **os.environ,
+        "SAMSAR_API_KEY": WORKER_KEY,
+        "SAMSAR_BASE_URL": server.url,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    cmd = [sys.executable, "-m", "samsar_async", "batch", str(requests), "--out", str(results)]
+    done = await anyio.run_process([*cmd, "--ray", "--progress", "off"], env=env, check=False)
+    assert done.returncode == 7, done.stderr.decode()  # one malformed line failed
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(rows) == 301
+    bad = [r for r in rows if not r["ok"]]
+    assert [r["line"] for r in bad] == [11]
+    assert bad[0]["error"]["message"].startswith("line 11:")
+    assert len(server.ledger) == 300
+    assert len({c.idempotency_key for c in server.ledger}) == 300
+
+    # The same file run on one machine, from scratch: the keys match, nothing is charged again.
+    results.unlink()
+    local = await anyio.run_process([*cmd, "--progress", "off"], env=env, check=False)
+    assert local.returncode == 7, local.stderr.decode()
+    assert len(server.ledger) == 300
+    assert {r["idempotency_key"] for r in map(json.loads, results.read_text().splitlines())} == {
+        r["idempotency_key"] for r in rows
+    }

@@ -45,13 +45,20 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import _json
 from ..batch import BatchResult
-from ..batchfile import error_info
+from ..batchfile import (
+    Malformed,
+    batch_idempotency_key,
+    error_info,
+    make_row,
+    parse_line,
+)
 from ..client import AsyncSamsar
 from ..config import API_KEY_ENV
 from ..errors import InvalidArgumentError
@@ -67,6 +74,7 @@ __all__ = [
     "SamsarMapper",
     "complete_dataset",
     "row_idempotency_key",
+    "run_batch_file",
 ]
 
 ROW_KEY_NAMESPACE: Final = uuid.UUID("2f6e0ad4-5d0c-5b7a-9a63-6c1e0b1f3a77")
@@ -363,3 +371,74 @@ def complete_dataset(
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
         num_cpus=num_cpus,
     )
+
+
+def run_batch_file(
+    requests_path: str | os.PathLike[str],
+    done: set[int],
+    *,
+    images_dir: str | os.PathLike[str],
+    base_url: str | None = None,
+    actors: int = 2,
+    concurrency: int = 32,
+) -> Iterator[dict[str, Any]]:
+    """The result rows of ``samsar batch --ray``: the lines of a requests file not in ``done``.
+
+    Lines are parsed on the driver with the single-machine rules and sent with
+    the same idempotency keys (:func:`~samsar_async.batchfile.batch_idempotency_key`),
+    so a file may be resumed on one machine after a cluster run and vice versa
+    without charging a line twice. Rows come in the single-machine format
+    (``line``, ``error`` as ``{type, message, status}``, ...) as Ray finishes
+    them. Ray must already be initialized (``ray.init()``).
+    """
+    import ray.data
+
+    source = Path(requests_path).resolve()
+    items: list[dict[str, Any]] = []
+    with open(source, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if number in done or not raw.strip():
+                continue
+            request = parse_line(raw, number, batch_idempotency_key(source, number, raw))
+            if isinstance(request, Malformed):
+                info = {"type": "InvalidArgumentError", "message": request.message, "status": None}
+                yield make_row(number, request.session_id, request.idempotency_key, error=info)
+                continue
+            items.append(
+                {
+                    "row_key": number,
+                    "session_id": request.session_id,
+                    "request": raw.decode("utf-8", "replace"),
+                    "idempotency_key": request.idempotency_key,
+                }
+            )
+    if not items:
+        return
+    results = complete_dataset(
+        ray.data.from_items(items),
+        job_name=str(source),
+        actors=actors,
+        concurrency=concurrency,
+        base_url=base_url,
+        images_dir=str(images_dir),
+    )
+    for row in results.iter_rows():
+        error = None
+        if not row["ok"]:
+            error = {
+                "type": row["error_type"],
+                "message": row["error_message"],
+                "status": row["error_status"],
+            }
+        yield {
+            "line": int(row["row_key"]),
+            "session_id": row["session_id"],
+            "ok": bool(row["ok"]),
+            "response_id": row["response_id"],
+            "output_text": row["output_text"],
+            "credits_charged": row["credits_charged"],
+            "credits_remaining": row["credits_remaining"],
+            "images": list(row["images"] or []),
+            "error": error,
+            "idempotency_key": row["idempotency_key"],
+        }
