@@ -236,11 +236,25 @@ def _version(dist: str) -> str:
 
 
 def _samsar_version() -> str:
+    """The measured SDK: version, where it was imported from and its git commit."""
     try:
         import samsar_async
     except ImportError:
         return "not importable"
-    return str(getattr(samsar_async, "__version__", "unknown version"))
+    version = str(getattr(samsar_async, "__version__", "unknown version"))
+    where = getattr(samsar_async, "__file__", None)
+    if where is None:
+        return f"{version} (namespace package, no client)"
+    folder = Path(where).resolve().parent
+    git = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    commit = git.stdout.strip() or "no git"
+    return f"{version} from {folder.parent} @ {commit}"
 
 
 def machine_info() -> dict[str, Any]:
