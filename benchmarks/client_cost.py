@@ -2,7 +2,10 @@
 
 Every client sends the same request body to the canned server and reads
 ``output_text`` from the same JSON payload, driven by the same driver
-(``concurrency`` worker tasks pulling from a shared counter). Measured in the
+(``concurrency`` worker tasks pulling from a shared counter). Worker ``k``
+uses its own ``session_id`` (``f"{k:024x}"``): one conversation per worker, since
+the SDK (rightly) runs the calls of one session one at a time, so one shared
+session id would measure that queue, not the client. Measured in the
 client process only: CPU microseconds per call (``getrusage`` user+sys delta
 over the measured calls / N), calls per second (wall clock) and peak RSS.
 
@@ -53,13 +56,30 @@ from benchmarks import _common as common
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-SESSION_ID = "67df0d8ebc4f9d0b7f4fd123"
 PROMPT = "Write a short product launch caption for this session."
 MAX_OUTPUT_TOKENS = 300
 INPUT_MESSAGES = [{"role": "user", "content": [{"type": "input_text", "text": PROMPT}]}]
-# The contract's sample request body, serialized once (raw aiohttp and httpx send these bytes).
-BODY = {"session_id": SESSION_ID, "input": INPUT_MESSAGES, "max_output_tokens": MAX_OUTPUT_TOKENS}
-BODY_BYTES = json.dumps(BODY, separators=(",", ":")).encode()
+MAX_WORKERS = 4096
+
+
+def session_id(worker: int) -> str:
+    """Worker ``k``'s session id: one conversation per worker task (24 hex digits)."""
+    return f"{worker:024x}"
+
+
+# The contract's sample request body (one per worker, as each worker has its own session),
+# serialized once: raw aiohttp and httpx send these prebuilt bytes.
+BODY_BYTES = [
+    json.dumps(
+        {
+            "session_id": session_id(k),
+            "input": INPUT_MESSAGES,
+            "max_output_tokens": MAX_OUTPUT_TOKENS,
+        },
+        separators=(",", ":"),
+    ).encode()
+    for k in range(MAX_WORKERS)
+]
 EXPECTED_TEXT = "Meet the new drop: sharp design, fast story, and a launch-ready look in one line."
 HEADERS = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
 SDK_DEFAULT_POOL = 100
@@ -82,8 +102,10 @@ async def _aclose(obj: Any) -> None:
             return
 
 
-async def make_client(name: str, url: str, pool: int) -> tuple[Callable[[], Awaitable[str]], Any]:
-    """Return ``(call, closable)`` for one client; ``call()`` returns ``output_text``."""
+async def make_client(
+    name: str, url: str, pool: int
+) -> tuple[Callable[[int], Awaitable[str]], Any]:
+    """``(call, closable)`` for one client; ``await call(k)`` (k: worker) is ``output_text``."""
     if name == "aiohttp":
         import aiohttp
 
@@ -91,8 +113,8 @@ async def make_client(name: str, url: str, pool: int) -> tuple[Callable[[], Awai
         session = aiohttp.ClientSession(connector=connector)
         endpoint = url + "/assistant/completion"
 
-        async def call_aiohttp() -> str:
-            async with session.post(endpoint, data=BODY_BYTES, headers=HEADERS) as resp:
+        async def call_aiohttp(k: int) -> str:
+            async with session.post(endpoint, data=BODY_BYTES[k], headers=HEADERS) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}")
                 data = await resp.read()
@@ -112,8 +134,8 @@ async def make_client(name: str, url: str, pool: int) -> tuple[Callable[[], Awai
         client = httpx.AsyncClient(limits=limits, timeout=60.0)
         endpoint = url + "/assistant/completion"
 
-        async def call_httpx() -> str:
-            resp = await client.post(endpoint, content=BODY_BYTES, headers=HEADERS)
+        async def call_httpx(k: int) -> str:
+            resp = await client.post(endpoint, content=BODY_BYTES[k], headers=HEADERS)
             if resp.status_code != 200:
                 raise RuntimeError(f"HTTP {resp.status_code}")
             text: str = json.loads(resp.content)["output_text"]
@@ -136,12 +158,12 @@ async def make_client(name: str, url: str, pool: int) -> tuple[Callable[[], Awai
         )
         oai = openai.AsyncOpenAI(base_url=url, api_key="bench", http_client=http_client)
 
-        async def call_openai() -> str:
+        async def call_openai(k: int) -> str:
             response = await oai.responses.create(
                 model="gpt-5.4",
                 input=INPUT_MESSAGES,  # type: ignore[arg-type]
                 max_output_tokens=MAX_OUTPUT_TOKENS,
-                extra_body={"session_id": SESSION_ID},
+                extra_body={"session_id": session_id(k)},
             )
             return response.output_text
 
@@ -165,9 +187,9 @@ async def make_client(name: str, url: str, pool: int) -> tuple[Callable[[], Awai
             await _aclose(sdk)
             raise Skip("AsyncSamsar has no assistant.complete yet")
 
-        async def call_samsar() -> str:
+        async def call_samsar(k: int) -> str:
             response = await assistant.complete(
-                SESSION_ID, PROMPT, max_output_tokens=MAX_OUTPUT_TOKENS
+                session_id(k), PROMPT, max_output_tokens=MAX_OUTPUT_TOKENS
             )
             text: str = response.output_text
             return text
@@ -177,19 +199,21 @@ async def make_client(name: str, url: str, pool: int) -> tuple[Callable[[], Awai
     raise ValueError(f"unknown client {name!r}")
 
 
-async def drive(call: Callable[[], Awaitable[str]], n: int, concurrency: int) -> None:
+async def drive(call: Callable[[int], Awaitable[str]], n: int, concurrency: int) -> None:
     """Make ``n`` calls with ``concurrency`` worker tasks pulling from a shared counter."""
+    if concurrency > MAX_WORKERS:
+        raise ValueError(f"concurrency is capped at {MAX_WORKERS}")
     remaining = n
 
-    async def worker() -> None:
+    async def worker(k: int) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            text = await call()
+            text = await call(k)
             if text != EXPECTED_TEXT:
                 raise RuntimeError(f"unexpected output_text {text!r}")
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+    await asyncio.gather(*(worker(k) for k in range(min(concurrency, n))))
 
 
 async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
