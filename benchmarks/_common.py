@@ -39,6 +39,7 @@ __all__ = [
     "peak_rss_bytes",
     "pin_client",
     "pin_to_cpu",
+    "process_cpu_seconds",
     "run_worker",
     "start_server",
     "stat",
@@ -152,6 +153,16 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # KiB on Linux
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def current_rss_bytes() -> int:
     """Current resident set size (``/proc/self/statm``; falls back to the peak)."""
     try:
@@ -257,6 +268,13 @@ def _samsar_version() -> str:
     return f"{version} from {folder.parent} @ {commit}"
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def machine_info() -> dict[str, Any]:
     git = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
@@ -272,6 +290,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "git_commit": git.stdout.strip() or "unknown",
+        "loadavg": _loadavg(),
         "pinning": f"server on core {SERVER_CPU}, client on core {CLIENT_CPU}"
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
         else "not pinned",
@@ -287,7 +306,8 @@ def machine_info_markdown(info: dict[str, Any] | None = None) -> str:
     info = info or machine_info()
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return (
-        f"- Date: {info['date']}; commit {info['git_commit']}\n"
+        f"- Date: {info['date']}; commit {info['git_commit']}; "
+        f"load average at the end {info['loadavg']}\n"
         f"- Machine: {info['nproc']} cores ({info['cpu_model']}), {info['platform']}; "
         f"{info['pinning']}\n"
         f"- {info['python']}; {versions}"

@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         c: {name: [] for name in clients} for c in concurrencies
     }
     skipped: dict[str, str] = {}
-    with common.start_server() as (_proc, url):
+    with common.start_server() as (server, url):
         for rnd in range(args.rounds):
             for conc in concurrencies:
                 active = [c for c in clients if c not in skipped]
@@ -279,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 order = active[shift:] + active[:shift]
                 for name in order:
                     warmup = args.warmup if args.warmup is not None else 2 * conc
+                    server_cpu0 = common.process_cpu_seconds(server.pid)
                     res = common.run_worker(
                         "benchmarks.client_cost",
                         [
@@ -294,6 +295,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         skipped[name] = res["skipped"]
                         print(f"  {name}: skipped ({res['skipped']})", file=sys.stderr)
                         continue
+                    server_cpu1 = common.process_cpu_seconds(server.pid)
+                    if server_cpu0 is not None and server_cpu1 is not None:
+                        # Includes the warm-up calls; the server answers nothing else meanwhile.
+                        res["server_cpu_us_per_request"] = (
+                            (server_cpu1 - server_cpu0) / (args.n + warmup) * 1e6
+                        )
                     results[conc][name].append(res)
                     print(
                         f"  round {rnd + 1}/{args.rounds} c={conc:<4} {name:<15}"
@@ -368,8 +375,20 @@ def render(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
                 ]
             )
         out += ["", f"### Concurrency {conc}", "", common.markdown_table(headers, rows)]
+    server = [
+        r["server_cpu_us_per_request"]
+        for by_client in data["results"].values()
+        for runs in by_client.values()
+        for r in runs
+        if "server_cpu_us_per_request" in r
+    ]
+    out.append("")
+    if server:
+        out.append(
+            f"- Canned server: {common.stat(server).fmt(',.1f')} µs CPU per request "
+            "(its own core; a small fraction of any client's cost)."
+        )
     if data["skipped"]:
-        out.append("")
         out += [f"- Skipped `{name}`: {why}" for name, why in data["skipped"].items()]
     return "\n".join(out) + "\n"
 
