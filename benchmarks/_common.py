@@ -277,7 +277,7 @@ def _loadavg() -> str:
 
 def machine_info() -> dict[str, Any]:
     git = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
+        ["git", "describe", "--always", "--dirty"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
