@@ -32,6 +32,7 @@ __all__ = [
     "cpu_seconds",
     "current_rss_bytes",
     "fmt_ratio",
+    "involuntary_switches",
     "machine_info",
     "machine_info_markdown",
     "markdown_table",
@@ -41,6 +42,7 @@ __all__ = [
     "pin_to_cpu",
     "process_cpu_seconds",
     "run_worker",
+    "samsar_version",
     "start_server",
     "stat",
     "write_json",
@@ -147,6 +149,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def involuntary_switches() -> int:
+    """Involuntary context switches of this process so far (preempted: a noisy-machine sign)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (``ru_maxrss``), in bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -246,7 +253,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _samsar_version() -> str:
+def samsar_version() -> str:
     """The measured SDK: version, where it was imported from and its git commit."""
     try:
         import samsar_async
@@ -298,7 +305,7 @@ def machine_info() -> dict[str, Any]:
             name: _version(name)
             for name in ("aiohttp", "httpx", "httpx2", "openai", "orjson", "pybase64", "anyio")
         }
-        | {"samsar_async": _samsar_version()},
+        | {"samsar_async": samsar_version()},
     }
 
 

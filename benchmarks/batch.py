@@ -233,7 +233,10 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     cpu = common.cpu_seconds() - cpu0
     if done != args.n:
         raise RuntimeError(f"{done} results for {args.n} requests")
+    if args.mode.startswith("samsar"):
+        result["samsar_async"] = common.samsar_version()
     return result | {
+        "involuntary_switches_total": common.involuntary_switches(),
         "cpu_s": cpu,
         "wall_s": wall,
         "cpu_us_per_call": cpu / args.n * 1e6,

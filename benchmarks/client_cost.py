@@ -225,16 +225,21 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await drive(call, args.warmup, args.concurrency)
         rss_before = common.current_rss_bytes()
+        switches0 = common.involuntary_switches()
         cpu0 = common.cpu_seconds()
         t0 = time.perf_counter()
         await drive(call, args.n, args.concurrency)
         wall = time.perf_counter() - t0
         cpu = common.cpu_seconds() - cpu0
+        switches = common.involuntary_switches() - switches0
     finally:
         await _aclose(closable)
+    if args.client == "samsar_async":
+        result["samsar_async"] = common.samsar_version()
     return result | {
         "n": args.n,
         "warmup": args.warmup,
+        "involuntary_switches": switches,
         "cpu_s": cpu,
         "wall_s": wall,
         "cpu_us_per_call": cpu / args.n * 1e6,
@@ -388,6 +393,15 @@ def render(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
             f"- Canned server: {common.stat(server).fmt(',.1f')} µs CPU per request "
             "(its own core; a small fraction of any client's cost)."
         )
+    sdk_versions = sorted(
+        {
+            r["samsar_async"]
+            for by_client in data["results"].values()
+            for r in by_client.get("samsar_async", [])
+        }
+    )
+    if len(sdk_versions) > 1:
+        out.append("- **Warning**: samsar_async changed during the run: " + "; ".join(sdk_versions))
     if data["skipped"]:
         out += [f"- Skipped `{name}`: {why}" for name, why in data["skipped"].items()]
     return "\n".join(out) + "\n"

@@ -231,6 +231,8 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
         data = files[0].read_bytes()
         if not data.startswith(PNG_SIGNATURE) or abs(len(data) - args.mib * common.MIB) > 65536:
             raise RuntimeError(f"saved file is not the expected PNG ({len(data)} bytes)")
+        if args.mode == "samsar":
+            result["samsar_async"] = common.samsar_version()
         return result | figures | {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     except Skip as exc:
         return result | {"skipped": str(exc)}
