@@ -22,12 +22,13 @@ Figures per path and size, median (min–max) over interleaved rounds:
 - ``save``: naive: ``json.loads`` + ``b64decode`` + write; SDK: ``images[0].save(dir)``.
 - ``request → on disk``: the whole call, comparable across paths.
 - event-loop lag: a ticker task loops on ``asyncio.sleep(0.001)`` and records
-  every wake-up; lag = gap between wake-ups minus 1 ms; a tick counts in the
-  window holding most of its lag; the worst one is reported. Windows: the
-  save step, and the whole path (request sent → image
-  on disk). The whole path contains the "response bytes arrive → image on
-  disk" span (the SDK does not expose the moment its bytes arrive); the naive
-  row's ``request → response`` lag shows what the transfer alone costs.
+  every wake-up; a stall is the span from when a tick was due to when it woke
+  (the gap minus 1 ms). Reported: the worst stall within a window, clipped to
+  it. Windows: ``request → response``, the save step, and the whole path
+  (request sent → image on disk), which contains the "response bytes arrive →
+  image on disk" span (the SDK does not expose the moment its bytes arrive;
+  the naive rows' ``request → response`` column shows what the transfer alone
+  costs, including aiohttp joining the body into one ``bytes``).
 - peak RSS growth: ``ru_maxrss`` after the call minus before it (after imports,
   client set-up and a small warm-up call).
 
@@ -102,23 +103,17 @@ class Ticker:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def worst_lag(self, start: float, end: float) -> float:
-        """Worst lag (seconds) among the ticks charged to the window ``[start, end)``.
+        """Worst stall of the loop within ``[start, end)``, in seconds.
 
         A tick's lag is the span from when it was due (sleep start + 1 ms) to
-        when it woke. It is charged to a window holding most of that span (a
-        tick due just before a blocking step wakes only after it, and it is
-        that step which delayed it); a tick without lag, to the window it was
-        due in.
+        when it woke: the loop could not run it then. Each span is clipped to
+        the window, so a stall that straddles two steps (say the end of the
+        body read and the start of the decoding) counts in each for its own part.
         """
         worst = 0.0
         for slept, woke in self.ticks:
-            due = slept + TICK
-            lag = woke - due
-            if lag <= 0:
-                continue
-            inside = min(woke, end) - max(due, start)
-            if inside > lag / 2:
-                worst = max(worst, lag)
+            stalled = min(woke, end) - max(slept + TICK, start)
+            worst = max(worst, stalled)
         return worst
 
 
