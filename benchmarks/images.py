@@ -310,9 +310,9 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
         "request → response",
         "save",
         "request → on disk",
+        "lag: request → response",
         "lag: during save",
         "lag: whole path",
-        "lag: request → response",
         "peak RSS growth MiB",
     ]
     rows = []
@@ -333,9 +333,9 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
                     cell("request_to_response_s", 1e3),
                     cell("save_s", 1e3),
                     cell("request_to_disk_s", 1e3),
+                    cell("lag_request_to_response_s", 1e3),
                     cell("lag_save_s", 1e3),
                     cell("lag_whole_path_s", 1e3),
-                    cell("lag_request_to_response_s", 1e3),
                     cell("peak_rss_growth_bytes", 1 / common.MIB),
                 ]
             )
