@@ -1,0 +1,373 @@
+"""Decoding and saving a large generated image: SDK vs the naive inline path.
+
+The canned server answers an image request with the contract's image response
+shape whose ``result`` is a base64 PNG of 8 or 32 MiB (decoded size; random,
+incompressible pixels). The image size is chosen through the base URL:
+``http://127.0.0.1:PORT/mib/<N>/v1``.
+
+Paths (rows), each run in a fresh subprocess so that its peak RSS is its own:
+
+- ``naive inline``: raw aiohttp ``await resp.read()``, then ``json.loads`` +
+  ``base64.b64decode`` + ``open().write()`` right on the event loop.
+- ``naive in a thread``: the same three steps in ``asyncio.to_thread`` (a
+  reference for what non-blocking costs without any SDK).
+- ``samsar_async``: ``await client.assistant.complete(..., tools=[ImageGenerationTool()],
+  tool_choice=ImageGenerationTool())`` then ``await resp.images[0].save(dir)``
+  (skipped with a note while the SDK lacks it).
+
+Figures per path and size, median (min–max) over interleaved rounds:
+
+- ``request → response``: naive: until the raw bytes are read; SDK: until
+  ``complete()`` returns its parsed ``Response``.
+- ``save``: naive: ``json.loads`` + ``b64decode`` + write; SDK: ``images[0].save(dir)``.
+- ``request → on disk``: the whole call, comparable across paths.
+- event-loop lag: a ticker task loops on ``asyncio.sleep(0.001)`` and records
+  every wake-up; a stall is the span from when a tick was due to when it woke
+  (the gap minus 1 ms). Reported: the worst stall within a window, clipped to
+  it. Windows: ``request → response``, the save step, and the whole path
+  (request sent → image on disk), which contains the "response bytes arrive →
+  image on disk" span (the SDK does not expose the moment its bytes arrive;
+  the naive rows' ``request → response`` column shows what the transfer alone
+  costs, including aiohttp joining the body into one ``bytes``).
+- peak RSS growth: ``ru_maxrss`` after the call minus before it (after imports,
+  client set-up and a small warm-up call).
+
+Every saved file is checked (PNG signature, size) and its SHA-256 must be the
+same for every path of one size.
+
+Run from the repo root: ``python -m benchmarks.images [--quick] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import hashlib
+import inspect
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _common as common
+
+SESSION_ID = "67df0d8ebc4f9d0b7f4fd123"
+PROMPT = "Create a clean launch-poster image for this session."
+IMAGE_BODY = json.dumps(
+    {
+        "session_id": SESSION_ID,
+        "input": PROMPT,
+        "tools": [{"type": "image_generation"}],
+        "tool_choice": {"type": "image_generation"},
+    }
+).encode()
+TEXT_BODY = json.dumps({"session_id": SESSION_ID, "input": "warm-up"}).encode()
+HEADERS = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TICK = 0.001
+
+MODES = ("naive", "naive-thread", "samsar")
+LABELS = {"naive": "naive inline", "naive-thread": "naive in a thread", "samsar": "samsar_async"}
+
+
+class Skip(Exception):
+    """The SDK lacks what this row needs."""
+
+
+class Ticker:
+    """A task waking every 1 ms; remembers each (sleep start, wake-up) pair."""
+
+    def __init__(self) -> None:
+        self.ticks: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        clock = time.perf_counter
+        while True:
+            start = clock()
+            await asyncio.sleep(TICK)
+            self.ticks.append((start, clock()))
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        await asyncio.sleep(5 * TICK)  # let the tick spanning the end of a window land
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def worst_lag(self, start: float, end: float) -> float:
+        """Worst stall of the loop within ``[start, end)``, in seconds.
+
+        A tick's lag is the span from when it was due (sleep start + 1 ms) to
+        when it woke: the loop could not run it then. Each span is clipped to
+        the window, so a stall that straddles two steps (say the end of the
+        body read and the start of the decoding) counts in each for its own part.
+        """
+        worst = 0.0
+        for slept, woke in self.ticks:
+            stalled = min(woke, end) - max(slept + TICK, start)
+            worst = max(worst, stalled)
+        return worst
+
+
+def _decode_and_write(data: bytes, path: Path) -> None:
+    payload = json.loads(data)
+    png = base64.b64decode(payload["output"][0]["result"])
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+async def _naive(url: str, out_dir: Path, threaded: bool) -> tuple[dict[str, float], Any]:
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    endpoint = url + "/assistant/completion"
+    async with session.post(endpoint, data=TEXT_BODY, headers=HEADERS) as resp:
+        await resp.read()  # warm-up: open the connection
+
+    async def run() -> dict[str, float]:
+        t_req = time.perf_counter()
+        async with session.post(endpoint, data=IMAGE_BODY, headers=HEADERS) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            data = await resp.read()
+        t_resp = time.perf_counter()
+        path = out_dir / "image.png"
+        if threaded:
+            await asyncio.to_thread(_decode_and_write, data, path)
+        else:
+            _decode_and_write(data, path)
+        return {"t_req": t_req, "t_resp": t_resp, "t_saved": time.perf_counter()}
+
+    return await _measured(run, session.close)
+
+
+async def _samsar(url: str, out_dir: Path) -> tuple[dict[str, float], Any]:
+    try:
+        from samsar_async import AsyncSamsar, ImageGenerationTool  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise Skip(f"samsar_async lacks AsyncSamsar/ImageGenerationTool yet ({exc})") from exc
+    client = AsyncSamsar(api_key="bench", base_url=url)
+    try:
+        assistant = client.assistant
+        await assistant.complete(SESSION_ID, "warm-up")
+        image_cls = getattr(sys.modules.get("samsar_async.images"), "GeneratedImage", None)
+        if image_cls is not None and not hasattr(image_cls, "save"):
+            raise Skip("GeneratedImage has no save() yet")
+    except BaseException:
+        await client.close()
+        raise
+
+    async def run() -> dict[str, float]:
+        tool = ImageGenerationTool()
+        t_req = time.perf_counter()
+        resp = await assistant.complete(SESSION_ID, PROMPT, tools=[tool], tool_choice=tool)
+        t_resp = time.perf_counter()
+        if not resp.images:
+            raise RuntimeError("the response has no image")
+        try:
+            saved = resp.images[0].save(out_dir)
+            if inspect.isawaitable(saved):
+                await saved
+        except NotImplementedError as exc:
+            raise Skip("GeneratedImage.save() is not implemented yet") from exc
+        return {"t_req": t_req, "t_resp": t_resp, "t_saved": time.perf_counter()}
+
+    return await _measured(run, client.close)
+
+
+async def _measured(run: Any, close: Any) -> tuple[dict[str, float], Any]:
+    ticker = Ticker()
+    try:
+        gc.collect()
+        peak_before = common.peak_rss_bytes()
+        rss_before = common.current_rss_bytes()
+        ticker.start()
+        await asyncio.sleep(20 * TICK)  # a few idle ticks first
+        times = await run()
+        await ticker.stop()
+        peak_after = common.peak_rss_bytes()
+    finally:
+        await ticker.stop()
+        await close()
+    t_req, t_resp, t_saved = times["t_req"], times["t_resp"], times["t_saved"]
+    return {
+        "request_to_response_s": t_resp - t_req,
+        "save_s": t_saved - t_resp,
+        "request_to_disk_s": t_saved - t_req,
+        "lag_idle_s": ticker.worst_lag(t_req - 15 * TICK, t_req),
+        "lag_request_to_response_s": ticker.worst_lag(t_req, t_resp),
+        "lag_save_s": ticker.worst_lag(t_resp, t_saved),
+        "lag_whole_path_s": ticker.worst_lag(t_req, t_saved),
+        "rss_before_bytes": rss_before,
+        "peak_rss_before_bytes": peak_before,
+        "peak_rss_growth_bytes": peak_after - peak_before,
+    }, None
+
+
+async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"mode": args.mode, "mib": args.mib}
+    out_dir = Path(tempfile.mkdtemp(prefix="samsar-bench-img-", dir=args.tmpdir))
+    try:
+        if args.mode == "samsar":
+            figures, _ = await _samsar(args.url, out_dir)
+        else:
+            figures, _ = await _naive(args.url, out_dir, threaded=args.mode == "naive-thread")
+        files = [p for p in out_dir.rglob("*") if p.is_file()]
+        if len(files) != 1:
+            raise RuntimeError(f"expected one saved file, found {files}")
+        data = files[0].read_bytes()
+        if not data.startswith(PNG_SIGNATURE) or abs(len(data) - args.mib * common.MIB) > 65536:
+            raise RuntimeError(f"saved file is not the expected PNG ({len(data)} bytes)")
+        if args.mode == "samsar":
+            result["samsar_async"] = common.samsar_version()
+        return result | figures | {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    except Skip as exc:
+        return result | {"skipped": str(exc)}
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def worker(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", required=True, choices=MODES)
+    parser.add_argument("--url", required=True, help="base URL with the /mib/<N> prefix")
+    parser.add_argument("--mib", type=float, required=True)
+    parser.add_argument("--tmpdir", default=None)
+    args = parser.parse_args(argv)
+    common.pin_client()
+    sys.stdout.write(json.dumps(asyncio.run(_worker_main(args))) + "\n")
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def _sized_url(base_url: str, mib: float) -> str:
+    root, _, version = base_url.rpartition("/")  # http://127.0.0.1:PORT, v1
+    return f"{root}/mib/{mib:g}/{version}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [float(s) for s in args.sizes.split(",")]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        f"{s:g}": {m: [] for m in MODES} for s in sizes
+    }
+    skipped: dict[str, str] = {}
+    with common.start_server(image_mib=sizes) as (_proc, url):
+        for rnd in range(args.rounds):
+            for mib in sizes:
+                modes = [m for m in MODES if m not in skipped]
+                shift = rnd % len(modes)
+                for mode in modes[shift:] + modes[:shift]:
+                    worker_args = [
+                        f"--mode={mode}",
+                        f"--url={_sized_url(url, mib)}",
+                        f"--mib={mib}",
+                    ]
+                    if args.tmpdir:
+                        worker_args.append(f"--tmpdir={args.tmpdir}")
+                    res = common.run_worker("benchmarks.images", worker_args)
+                    if "skipped" in res:
+                        skipped[mode] = res["skipped"]
+                        print(f"  {mode}: skipped ({res['skipped']})", file=sys.stderr)
+                        continue
+                    results[f"{mib:g}"][mode].append(res)
+                    print(
+                        f"  round {rnd + 1} {mib:g} MiB {mode:<13}"
+                        f" save {res['save_s'] * 1e3:7.1f} ms"
+                        f" lag(save) {res['lag_save_s'] * 1e3:7.1f} ms"
+                        f" lag(path) {res['lag_whole_path_s'] * 1e3:7.1f} ms"
+                        f" +{res['peak_rss_growth_bytes'] / common.MIB:6.1f} MiB",
+                        file=sys.stderr,
+                    )
+    for size, by_mode in results.items():
+        digests = {r["sha256"] for runs in by_mode.values() for r in runs}
+        if len(digests) > 1:
+            raise RuntimeError(f"{size} MiB: the paths saved different bytes")
+    return {"sizes": sizes, "results": results, "skipped": skipped}
+
+
+def render(data: dict[str, Any], args: argparse.Namespace) -> str:
+    out = [
+        "## Large images: decode and save",
+        "",
+        f"{args.rounds} interleaved round(s), one fresh process per measurement, "
+        "median (min–max); times and lags in ms, lag = worst extra delay of a 1 ms ticker.",
+        "",
+        common.machine_info_markdown(),
+        "",
+    ]
+    headers = [
+        "path",
+        "image",
+        "request → response",
+        "save",
+        "request → on disk",
+        "lag: request → response",
+        "lag: during save",
+        "lag: whole path",
+        "peak RSS growth MiB",
+    ]
+    rows = []
+    for mib in data["sizes"]:
+        for mode in MODES:
+            runs = data["results"][f"{mib:g}"][mode]
+            if not runs:
+                rows.append([LABELS[mode], f"{mib:g} MiB", "skipped (see note)", *["—"] * 6])
+                continue
+
+            def cell(key: str, scale: float, runs: list[dict[str, Any]] = runs) -> str:
+                return common.stat([r[key] * scale for r in runs]).fmt(",.1f")
+
+            rows.append(
+                [
+                    LABELS[mode],
+                    f"{mib:g} MiB",
+                    cell("request_to_response_s", 1e3),
+                    cell("save_s", 1e3),
+                    cell("request_to_disk_s", 1e3),
+                    cell("lag_request_to_response_s", 1e3),
+                    cell("lag_save_s", 1e3),
+                    cell("lag_whole_path_s", 1e3),
+                    cell("peak_rss_growth_bytes", 1 / common.MIB),
+                ]
+            )
+    out.append(common.markdown_table(headers, rows))
+    if data["skipped"]:
+        out.append("")
+        out += [f"- Skipped `{LABELS[m]}`: {why}" for m, why in data["skipped"].items()]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        worker(argv[1:])
+        return
+    parser = argparse.ArgumentParser(description="Decode-and-save cost of large images.")
+    parser.add_argument("--quick", action="store_true", help="1 round (for CI)")
+    parser.add_argument("--sizes", default="8,32", help="image sizes in MiB (decoded)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
+    parser.add_argument("--tmpdir", default=None, help="where images are saved (default: system)")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
+    data = run(args)
+    sys.stdout.write(render(data, args))
+    if args.json:
+        common.write_json(
+            args.json,
+            {"benchmark": "images", "machine": common.machine_info(), "params": vars(args), **data},
+        )
+
+
+if __name__ == "__main__":
+    main()
