@@ -41,3 +41,14 @@ def ray(session: nox.Session) -> None:
     """The Ray Data integration on a local 2-CPU cluster (the ``ray`` extra)."""
     session.install("-e", ".[ray,speedups]", "pytest>=8")
     session.run("pytest", "-m", "ray", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """All benchmarks (``nox -s bench``); ``nox -s bench -- --quick`` is CI's smoke run.
+
+    Installs the comparison clients (httpx, openai) and the ray extra. CI runs
+    the quick mode only so that the scripts cannot rot; it never judges numbers.
+    """
+    session.install("-e", ".[speedups,ray]", "httpx>=0.27", "openai>=1.60")
+    session.run("python", "-m", "benchmarks", *session.posargs)
