@@ -6,13 +6,17 @@
     async for result in client.assistant.complete_many(requests, concurrency=64):
         result.index, result.request, result.response, result.error
 
-How it works: a runner task reads the requests lazily (a sync or async
-iterable; a generator of a million requests is never materialized) and starts
-one anyio task per request once a :class:`anyio.CapacityLimiter` slot is free,
-so at most ``concurrency`` calls are in flight. Results travel through a
-bounded memory stream: a slow consumer holds the slots and so stops the
-reading (back-pressure, no unbounded queue). Requests on one ``session_id``
-keep their input order (the client serializes each session's calls, FIFO).
+How it works: a runner task starts ``concurrency`` workers in an anyio task
+group; each takes the next request from the input (a sync or async iterable,
+read lazily: a generator of a million requests is never materialized) as soon
+as it is free, so at most ``concurrency`` calls are in flight and no task is
+created per request. Results travel through a bounded memory stream: a slow
+consumer blocks the workers and so stops the reading (back-pressure, no
+unbounded queue). With ``ordered=True`` an :class:`anyio.CapacityLimiter`
+bounds the reorder window: no request starts more than ``concurrency`` places
+ahead of the oldest result not yet yielded. Requests on one ``session_id``
+keep their input order (the client serializes each session's calls, FIFO, in
+the order the workers take them).
 
 Leaving the ``async for`` early (break, exception, cancellation) cancels the
 runner and everything in flight; ``await results.aclose()`` (or
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +35,7 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .errors import CreditBudgetExceeded, InvalidArgumentError, SamsarError
+from .errors import CreditBudgetExceeded, InvalidArgumentError
 from .inputs import CompletionRequest
 from .models import Response
 
@@ -104,6 +108,7 @@ class BatchRun:
         self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._pending: dict[int, BatchResult] = {}
+        self._slots: dict[int, _Slot] = {}
         self._next_index = 0
         self._closed = False
 
@@ -159,10 +164,16 @@ class BatchRun:
                 if self._ordered and self._next_index in self._pending:
                     result = self._pending.pop(self._next_index)
                     self._next_index += 1
-                    self._limiter.release_on_behalf_of(_Token(result.index))
+                    self._limiter.release_on_behalf_of(self._slots.pop(result.index))
                     return result
                 try:
-                    result = await receive.receive()
+                    # Take a ready result without a trip through the event loop.
+                    result = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        result = await receive.receive()
+                    except anyio.EndOfStream:
+                        break
                 except anyio.EndOfStream:
                     break
                 if self._stop_on_error and result.error is not None:
@@ -184,74 +195,122 @@ class BatchRun:
                 raise exc
         raise StopAsyncIteration
 
-    async def _requests_iter(self) -> AsyncIterator[CompletionRequest]:
-        requests = self._requests
-        if isinstance(requests, AsyncIterable):
-            async for request in requests:
-                yield request
-        else:
-            for request in requests:
-                yield request
-
     async def _run(self, send: MemoryObjectSendStream[BatchResult]) -> None:
+        """``concurrency`` workers, each taking the next request as soon as it is free."""
+        requests = self._requests
+        take: _Source = (
+            _AsyncSource(requests.__aiter__())
+            if isinstance(requests, AsyncIterable)
+            else _SyncSource(iter(requests))
+        )
+        async with send, anyio.create_task_group() as tg:
+            for _ in range(self._concurrency):
+                tg.start_soon(self._worker, take, send)
+
+    async def _worker(self, take: _Source, send: MemoryObjectSendStream[BatchResult]) -> None:
+        ordered = self._ordered
         limiter = self._limiter
         min_credits = self._min_credits
-        async with send, anyio.create_task_group() as tg:
-            index = 0
-            async for request in self._requests_iter():
-                token = _Token(index)
-                await limiter.acquire_on_behalf_of(token)
-                remaining = self._remaining
-                if not isinstance(request, CompletionRequest):
-                    error: SamsarError = InvalidArgumentError(
-                        f"requests[{index}]",
-                        f"must be a CompletionRequest, not {type(request).__name__}",
-                    )
-                    tg.start_soon(self._deliver, send, index, request, error)
-                elif min_credits is not None and remaining is not None and remaining < min_credits:
-                    error = CreditBudgetExceeded(remaining, min_credits)
-                    tg.start_soon(self._deliver, send, index, request, error)
-                else:
-                    tg.start_soon(self._one, send, index, request)
-                index += 1
+        complete = self._assistant.complete
+        while True:
+            slot = None
+            if ordered:
+                # The reorder window: no request starts more than `concurrency`
+                # places ahead of the oldest result not yet yielded.
+                slot = _Slot()
+                await limiter.acquire_on_behalf_of(slot)
+            item = await take()
+            if item is None:
+                if slot is not None:
+                    limiter.release_on_behalf_of(slot)
+                return
+            index, request = item
+            if slot is not None:
+                self._slots[index] = slot
+            # No await between taking the request and calling `complete`: its place
+            # in its session's queue is the input order.
+            error: BaseException
+            if not isinstance(request, CompletionRequest):
+                error = InvalidArgumentError(
+                    f"requests[{index}]",
+                    f"must be a CompletionRequest, not {type(request).__name__}",
+                )
+                await self._send(send, BatchResult(index, request, error=error))
+                continue
+            remaining = self._remaining
+            if min_credits is not None and remaining is not None and remaining < min_credits:
+                error = CreditBudgetExceeded(remaining, min_credits)
+                await self._send(send, BatchResult(index, request, error=error))
+                continue
+            try:
+                response = await complete(request.session_id, **_options(request))
+            except Exception as exc:
+                credits = getattr(exc, "credits", None)
+                remaining = getattr(credits, "remaining", None)
+                if remaining is not None:
+                    self._remaining = remaining
+                await self._send(send, BatchResult(index, request, error=exc))
+                continue
+            if response.credits.remaining is not None:
+                self._remaining = response.credits.remaining
+            await self._send(send, BatchResult(index, request, response=response))
 
-    async def _one(
-        self, send: MemoryObjectSendStream[BatchResult], index: int, request: CompletionRequest
-    ) -> None:
+    @staticmethod
+    async def _send(send: MemoryObjectSendStream[BatchResult], result: BatchResult) -> None:
         try:
-            response = await self._assistant.complete(request.session_id, **_options(request))
-        except Exception as exc:
-            credits = getattr(exc, "credits", None)
-            remaining = getattr(credits, "remaining", None)
-            if remaining is not None:
-                self._remaining = remaining
-            await self._deliver(send, index, request, exc)
-            return
-        if response.credits.remaining is not None:
-            self._remaining = response.credits.remaining
-        await self._send(send, BatchResult(index, request, response=response))
+            send.send_nowait(result)  # no trip through the event loop when there is room
+        except anyio.WouldBlock:
+            await send.send(result)  # back-pressure: the consumer is behind
 
-    async def _deliver(
-        self,
-        send: MemoryObjectSendStream[BatchResult],
-        index: int,
-        request: Any,
-        error: BaseException,
-    ) -> None:
-        await self._send(send, BatchResult(index, request, error=error))
 
-    async def _send(self, send: MemoryObjectSendStream[BatchResult], result: BatchResult) -> None:
+class _SyncSource:
+    """Hands out ``(index, request)`` pairs of a sync iterable, one at a time."""
+
+    __slots__ = ("_iterator", "next_index")
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+        self.next_index = 0
+
+    async def __call__(self) -> tuple[int, Any] | None:
         try:
-            await send.send(result)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the consumer left; the runner is being cancelled
-        finally:
-            if not self._ordered:
-                self._limiter.release_on_behalf_of(_Token(result.index))
+            request = next(self._iterator)
+        except StopIteration:
+            return None
+        index = self.next_index
+        self.next_index = index + 1
+        return index, request
 
 
-@attrs.frozen
-class _Token:
-    """The limiter borrower of one request (by index: equal requests may repeat)."""
+class _AsyncSource:
+    """Hands out ``(index, request)`` pairs of an async iterable; one ``__anext__`` at a time."""
 
-    index: int
+    __slots__ = ("_done", "_iterator", "_lock", "next_index")
+
+    def __init__(self, iterator: AsyncIterator[Any]) -> None:
+        self._iterator = iterator
+        self._lock = anyio.Lock()
+        self._done = False
+        self.next_index = 0
+
+    async def __call__(self) -> tuple[int, Any] | None:
+        async with self._lock:
+            if self._done:
+                return None
+            try:
+                request = await self._iterator.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                return None
+            index = self.next_index
+            self.next_index = index + 1
+            return index, request
+
+
+_Source = _SyncSource | _AsyncSource
+
+
+class _Slot:
+    """A limiter borrower: one place in the ordered window (identity, not value)."""
+
+    __slots__ = ()
