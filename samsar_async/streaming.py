@@ -49,8 +49,9 @@ OpenAI's own clients ignore the extra field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, NamedTuple, cast, get_args
 
 import attrs
 
@@ -92,43 +93,88 @@ __all__ = [
 
 # --- events -------------------------------------------------------------------
 
+# attrs metadata of a field that exists in Python only: to_dict leaves it out and
+# event_from_dict does not read it (it derives it from the wire fields, if at all).
+_ON_WIRE = "samsar_async.on_wire"
+_PYTHON_ONLY = {_ON_WIRE: False}
+
 
 @attrs.frozen(kw_only=True)
-class ResponseCreated:
+class _Event:
+    """The base of the events: ``type``, ``sequence_number`` and :meth:`to_dict`.
+
+    The other fields of a subclass go on the wire under their own names, in
+    declaration order (or ``_wire_order``): mappings as dicts, tuples as lists.
+    Fields with ``metadata=_PYTHON_ONLY`` are left out. :func:`event_from_dict`
+    reads and checks them in the same order, by annotation (see ``_CODECS``).
+    """
+
+    type: ClassVar[str]
+    # All the wire fields in wire order, where that is not the declaration order.
+    _wire_order: ClassVar[tuple[str, ...]] = ()
+    sequence_number: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's JSON shape of this event."""
+        out: dict[str, Any] = {"type": self.type}
+        for field in _wire_fields(self.__class__):
+            out[field.name] = field.encode(getattr(self, field.name))
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class _ResponseEvent(_Event):
+    """An event carrying the response (its JSON object)."""
+
+    response: Mapping[str, Any] = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class _FinalResponseEvent(_ResponseEvent):
+    """The last event of a response: the response, and the SDK's parse of it."""
+
+    parsed: Response | None = attrs.field(default=None, eq=False, repr=False, metadata=_PYTHON_ONLY)
+
+
+@attrs.frozen(kw_only=True)
+class _ItemEvent(_Event):
+    """An event carrying a whole output item."""
+
+    output_index: int
+    item: Mapping[str, Any] = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class _InItemEvent(_Event):
+    """An event about an output item, named by id and index."""
+
+    item_id: str
+    output_index: int
+
+
+@attrs.frozen(kw_only=True)
+class _InPartEvent(_InItemEvent):
+    """An event about a content part of an output message."""
+
+    content_index: int
+
+
+@attrs.frozen(kw_only=True)
+class ResponseCreated(_ResponseEvent):
     """``response.created``: the response snapshot, ``status`` ``"in_progress"``, no output."""
 
     type: ClassVar[str] = "response.created"
-    sequence_number: int
-    response: Mapping[str, Any] = attrs.field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "response": dict(self.response),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ResponseInProgress:
+class ResponseInProgress(_ResponseEvent):
     """``response.in_progress``: the same snapshot as :class:`ResponseCreated`."""
 
     type: ClassVar[str] = "response.in_progress"
-    sequence_number: int
-    response: Mapping[str, Any] = attrs.field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "response": dict(self.response),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ResponseCompleted:
+class ResponseCompleted(_FinalResponseEvent):
     """``response.completed``: the final response.
 
     ``response`` is its JSON object (what goes on the wire); ``parsed`` is the
@@ -139,21 +185,10 @@ class ResponseCompleted:
     """
 
     type: ClassVar[str] = "response.completed"
-    sequence_number: int
-    response: Mapping[str, Any] = attrs.field(repr=False)
-    parsed: Response | None = attrs.field(default=None, eq=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "response": dict(self.response),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ResponseIncomplete:
+class ResponseIncomplete(_FinalResponseEvent):
     """``response.incomplete``: the final response, cut short (``incomplete_details`` says why).
 
     Emitted instead of :class:`ResponseCompleted` when the response's status is
@@ -161,30 +196,16 @@ class ResponseIncomplete:
     """
 
     type: ClassVar[str] = "response.incomplete"
-    sequence_number: int
-    response: Mapping[str, Any] = attrs.field(repr=False)
-    parsed: Response | None = attrs.field(default=None, eq=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "response": dict(self.response),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ResponseFailed:
+class ResponseFailed(_FinalResponseEvent):
     """``response.failed``: the response, ``status`` ``"failed"``, with ``error``.
 
     The response's ``error`` is an object with ``code`` and ``message``.
     """
 
     type: ClassVar[str] = "response.failed"
-    sequence_number: int
-    response: Mapping[str, Any] = attrs.field(repr=False)
-    parsed: Response | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def error(self) -> Mapping[str, Any] | None:
@@ -192,212 +213,76 @@ class ResponseFailed:
         error = self.response.get("error")
         return error if isinstance(error, Mapping) else None
 
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "response": dict(self.response),
-        }
-
 
 @attrs.frozen(kw_only=True)
-class OutputItemAdded:
+class OutputItemAdded(_ItemEvent):
     """``response.output_item.added``: an output item begins (``item`` is in progress)."""
 
     type: ClassVar[str] = "response.output_item.added"
-    sequence_number: int
-    output_index: int
-    item: Mapping[str, Any] = attrs.field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "output_index": self.output_index,
-            "item": dict(self.item),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class OutputItemDone:
+class OutputItemDone(_ItemEvent):
     """``response.output_item.done``: the complete output item."""
 
     type: ClassVar[str] = "response.output_item.done"
-    sequence_number: int
-    output_index: int
-    item: Mapping[str, Any] = attrs.field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "output_index": self.output_index,
-            "item": dict(self.item),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ContentPartAdded:
+class ContentPartAdded(_InPartEvent):
     """``response.content_part.added``: a content part begins (empty text)."""
 
     type: ClassVar[str] = "response.content_part.added"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
     part: Mapping[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-            "content_index": self.content_index,
-            "part": dict(self.part),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ContentPartDone:
+class ContentPartDone(_InPartEvent):
     """``response.content_part.done``: the complete content part."""
 
     type: ClassVar[str] = "response.content_part.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
     part: Mapping[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-            "content_index": self.content_index,
-            "part": dict(self.part),
-        }
 
 
 @attrs.frozen(kw_only=True)
-class OutputTextDelta:
+class OutputTextDelta(_InPartEvent):
     """``response.output_text.delta``: more text of a content part."""
 
     type: ClassVar[str] = "response.output_text.delta"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
     logprobs: tuple[Any, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-            "content_index": self.content_index,
-            "delta": self.delta,
-            "logprobs": list(self.logprobs),
-        }
-
 
 @attrs.frozen(kw_only=True)
-class OutputTextDone:
+class OutputTextDone(_InPartEvent):
     """``response.output_text.done``: the whole text of a content part."""
 
     type: ClassVar[str] = "response.output_text.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
     text: str
     logprobs: tuple[Any, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-            "content_index": self.content_index,
-            "text": self.text,
-            "logprobs": list(self.logprobs),
-        }
-
 
 @attrs.frozen(kw_only=True)
-class RefusalDelta:
+class RefusalDelta(_InPartEvent):
     """``response.refusal.delta``: more refusal text."""
 
     type: ClassVar[str] = "response.refusal.delta"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
     delta: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-            "content_index": self.content_index,
-            "delta": self.delta,
-        }
 
 
 @attrs.frozen(kw_only=True)
-class RefusalDone:
+class RefusalDone(_InPartEvent):
     """``response.refusal.done``: the whole refusal text."""
 
     type: ClassVar[str] = "response.refusal.done"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    content_index: int
     refusal: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-            "content_index": self.content_index,
-            "refusal": self.refusal,
-        }
 
 
 @attrs.frozen(kw_only=True)
-class ImageGenerationInProgress:
+class ImageGenerationInProgress(_InItemEvent):
     """``response.image_generation_call.in_progress``: an image is being generated."""
 
     type: ClassVar[str] = "response.image_generation_call.in_progress"
-    sequence_number: int
-    item_id: str
-    output_index: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-        }
 
 
 def _image_key(image: GeneratedImage | None) -> tuple[str, str] | None:
@@ -405,7 +290,7 @@ def _image_key(image: GeneratedImage | None) -> tuple[str, str] | None:
 
 
 @attrs.frozen(kw_only=True)
-class ImageGenerationCompleted:
+class ImageGenerationCompleted(_InItemEvent):
     """``response.image_generation_call.completed``: the image is ready, and here.
 
     Unlike OpenAI's event, this one carries the image: ``image`` is the
@@ -415,26 +300,18 @@ class ImageGenerationCompleted:
     """
 
     type: ClassVar[str] = "response.image_generation_call.completed"
-    sequence_number: int
-    item_id: str
-    output_index: int
-    image: GeneratedImage | None = attrs.field(default=None, eq=_image_key)
+    image: GeneratedImage | None = attrs.field(default=None, eq=_image_key, metadata=_PYTHON_ONLY)
 
     def to_dict(self) -> dict[str, Any]:
         """OpenAI's JSON shape of this event, plus ``"result"`` (the base64 image) when known."""
-        out: dict[str, Any] = {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "item_id": self.item_id,
-            "output_index": self.output_index,
-        }
+        out = super().to_dict()
         if self.image is not None:
             out["result"] = self.image.b64
         return out
 
 
 @attrs.frozen(kw_only=True)
-class ErrorEvent:
+class ErrorEvent(_Event):
     """``error``: the stream failed; nothing follows it.
 
     :meth:`Assistant.stream <samsar_async.assistant.Assistant.stream>` yields
@@ -446,21 +323,14 @@ class ErrorEvent:
     """
 
     type: ClassVar[str] = "error"
-    sequence_number: int
+    # On the wire ``code`` comes first, as in OpenAI's events.
+    _wire_order: ClassVar[tuple[str, ...]] = ("sequence_number", "code", "message", "param")
     message: str
     code: str | None = None
     param: str | None = None
-    error: BaseException | None = attrs.field(default=None, eq=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """OpenAI's JSON shape of this event."""
-        return {
-            "type": self.type,
-            "sequence_number": self.sequence_number,
-            "code": self.code,
-            "message": self.message,
-            "param": self.param,
-        }
+    error: BaseException | None = attrs.field(
+        default=None, eq=False, repr=False, metadata=_PYTHON_ONLY
+    )
 
 
 @attrs.frozen
@@ -624,18 +494,12 @@ def events_from_response(
 
 
 def _events(response: Response, chunk_chars: int | None) -> Iterator[StreamEvent]:
-    seq = 0
-
-    def next_seq() -> int:
-        nonlocal seq
-        seq += 1
-        return seq - 1
-
+    seq = itertools.count()
     full = _response_dict(response)
     snapshot = {k: v for k, v in full.items() if k not in _FINISHED_FIELDS}
     snapshot.update(status="in_progress", output=[])
-    yield ResponseCreated(sequence_number=next_seq(), response=snapshot)
-    yield ResponseInProgress(sequence_number=next_seq(), response=snapshot)
+    yield ResponseCreated(sequence_number=next(seq), response=snapshot)
+    yield ResponseInProgress(sequence_number=next(seq), response=snapshot)
 
     images = iter(response.images)
     done_items: list[dict[str, Any]] = []
@@ -652,72 +516,25 @@ def _events(response: Response, chunk_chars: int | None) -> Iterator[StreamEvent
                 "content": [],
                 "role": item.role,
             }
-            yield OutputItemAdded(sequence_number=next_seq(), output_index=index, item=added)
+            yield OutputItemAdded(sequence_number=next(seq), output_index=index, item=added)
             parts: list[Any] = data["content"]
             for j, (part, part_data) in enumerate(zip(item.content, parts, strict=True)):
+                at: dict[str, Any] = {"item_id": item_id, "output_index": index, "content_index": j}
                 if isinstance(part, OutputText):
                     empty = {**part_data, "text": "", "annotations": []}
-                    yield ContentPartAdded(
-                        sequence_number=next_seq(),
-                        item_id=item_id,
-                        output_index=index,
-                        content_index=j,
-                        part=empty,
-                    )
+                    yield ContentPartAdded(sequence_number=next(seq), part=empty, **at)
                     for chunk in _chunks(part.text, chunk_chars):
-                        yield OutputTextDelta(
-                            sequence_number=next_seq(),
-                            item_id=item_id,
-                            output_index=index,
-                            content_index=j,
-                            delta=chunk,
-                        )
-                    yield OutputTextDone(
-                        sequence_number=next_seq(),
-                        item_id=item_id,
-                        output_index=index,
-                        content_index=j,
-                        text=part.text,
-                    )
+                        yield OutputTextDelta(sequence_number=next(seq), delta=chunk, **at)
+                    yield OutputTextDone(sequence_number=next(seq), text=part.text, **at)
                 elif isinstance(part, Refusal):
                     empty = {**part_data, "refusal": ""}
-                    yield ContentPartAdded(
-                        sequence_number=next_seq(),
-                        item_id=item_id,
-                        output_index=index,
-                        content_index=j,
-                        part=empty,
-                    )
+                    yield ContentPartAdded(sequence_number=next(seq), part=empty, **at)
                     for chunk in _chunks(part.refusal, chunk_chars):
-                        yield RefusalDelta(
-                            sequence_number=next_seq(),
-                            item_id=item_id,
-                            output_index=index,
-                            content_index=j,
-                            delta=chunk,
-                        )
-                    yield RefusalDone(
-                        sequence_number=next_seq(),
-                        item_id=item_id,
-                        output_index=index,
-                        content_index=j,
-                        refusal=part.refusal,
-                    )
+                        yield RefusalDelta(sequence_number=next(seq), delta=chunk, **at)
+                    yield RefusalDone(sequence_number=next(seq), refusal=part.refusal, **at)
                 else:
-                    yield ContentPartAdded(
-                        sequence_number=next_seq(),
-                        item_id=item_id,
-                        output_index=index,
-                        content_index=j,
-                        part=part_data,
-                    )
-                yield ContentPartDone(
-                    sequence_number=next_seq(),
-                    item_id=item_id,
-                    output_index=index,
-                    content_index=j,
-                    part=part_data,
-                )
+                    yield ContentPartAdded(sequence_number=next(seq), part=part_data, **at)
+                yield ContentPartDone(sequence_number=next(seq), part=part_data, **at)
         elif isinstance(item, ImageGenerationCall):
             item_id = item.id or f"{response.id}_item_{index}"
             data["id"] = item_id
@@ -725,33 +542,27 @@ def _events(response: Response, chunk_chars: int | None) -> Iterator[StreamEvent
             if not isinstance(data.get("status"), str):
                 data["status"] = "completed" if ok else "failed"
             added = {"id": item_id, "type": "image_generation_call", "status": "in_progress"}
-            yield OutputItemAdded(sequence_number=next_seq(), output_index=index, item=added)
-            yield ImageGenerationInProgress(
-                sequence_number=next_seq(), item_id=item_id, output_index=index
-            )
+            yield OutputItemAdded(sequence_number=next(seq), output_index=index, item=added)
+            at = {"item_id": item_id, "output_index": index}
+            yield ImageGenerationInProgress(sequence_number=next(seq), **at)
             if ok:
                 # Response.images holds exactly the calls with an image, in output order.
-                yield ImageGenerationCompleted(
-                    sequence_number=next_seq(),
-                    item_id=item_id,
-                    output_index=index,
-                    image=next(images),
-                )
+                yield ImageGenerationCompleted(sequence_number=next(seq), image=next(images), **at)
         else:
-            yield OutputItemAdded(sequence_number=next_seq(), output_index=index, item=data)
-        yield OutputItemDone(sequence_number=next_seq(), output_index=index, item=data)
+            yield OutputItemAdded(sequence_number=next(seq), output_index=index, item=data)
+        yield OutputItemDone(sequence_number=next(seq), output_index=index, item=data)
         done_items.append(data)
 
     final = {**full, "output": done_items}
     if response.status == "incomplete":
-        yield ResponseIncomplete(sequence_number=next_seq(), response=final, parsed=response)
+        yield ResponseIncomplete(sequence_number=next(seq), response=final, parsed=response)
     elif response.status == "failed":
-        yield ResponseFailed(sequence_number=next_seq(), response=final, parsed=response)
+        yield ResponseFailed(sequence_number=next(seq), response=final, parsed=response)
     else:
-        yield ResponseCompleted(sequence_number=next_seq(), response=final, parsed=response)
+        yield ResponseCompleted(sequence_number=next(seq), response=final, parsed=response)
 
 
-# --- decoding --------------------------------------------------------------------
+# --- the wire format: encoding and decoding ----------------------------------------
 
 _MISSING = object()
 
@@ -794,138 +605,79 @@ class _Fields:
             raise self.error(field, "an object")
         return value
 
-    def logprobs(self) -> tuple[Any, ...]:
-        value = self.data.get("logprobs")
+    def array(self, field: str) -> tuple[Any, ...]:
+        """A JSON array as a tuple; a missing or null one is empty."""
+        value = self.data.get(field)
         if value is None:
             return ()
         if not isinstance(value, list):
-            raise self.error("logprobs", "an array")
+            raise self.error(field, "an array")
         return tuple(value)
 
 
-def _parse(kind: str, response: dict[str, Any]) -> Response:
-    try:
-        return structure_response(response)
-    except APIResponseValidationError as exc:
-        raise StreamDecodeError(f"{kind} event: {exc.message}") from None
+def _as_is(value: Any) -> Any:
+    return value
 
 
-def _decode_snapshot(kind: str, f: _Fields) -> StreamEvent:
-    seq, response = f.integer("sequence_number"), f.mapping("response")
-    if kind == ResponseCreated.type:
-        return ResponseCreated(sequence_number=seq, response=response)
-    if kind == ResponseInProgress.type:
-        return ResponseInProgress(sequence_number=seq, response=response)
-    parsed = _parse(kind, response)
-    if kind == ResponseCompleted.type:
-        return ResponseCompleted(sequence_number=seq, response=response, parsed=parsed)
-    if kind == ResponseIncomplete.type:
-        return ResponseIncomplete(sequence_number=seq, response=response, parsed=parsed)
-    return ResponseFailed(sequence_number=seq, response=response, parsed=parsed)
-
-
-def _decode_item(kind: str, f: _Fields) -> StreamEvent:
-    cls = OutputItemAdded if kind == OutputItemAdded.type else OutputItemDone
-    return cls(
-        sequence_number=f.integer("sequence_number"),
-        output_index=f.integer("output_index"),
-        item=f.mapping("item"),
-    )
-
-
-def _decode_part(kind: str, f: _Fields) -> StreamEvent:
-    cls = ContentPartAdded if kind == ContentPartAdded.type else ContentPartDone
-    return cls(
-        sequence_number=f.integer("sequence_number"),
-        item_id=f.string("item_id"),
-        output_index=f.integer("output_index"),
-        content_index=f.integer("content_index"),
-        part=f.mapping("part"),
-    )
-
-
-def _decode_text(kind: str, f: _Fields) -> StreamEvent:
-    seq, item_id = f.integer("sequence_number"), f.string("item_id")
-    output_index, content_index = f.integer("output_index"), f.integer("content_index")
-    if kind == OutputTextDelta.type:
-        return OutputTextDelta(
-            sequence_number=seq,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=content_index,
-            delta=f.string("delta"),
-            logprobs=f.logprobs(),
-        )
-    if kind == OutputTextDone.type:
-        return OutputTextDone(
-            sequence_number=seq,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=content_index,
-            text=f.string("text"),
-            logprobs=f.logprobs(),
-        )
-    if kind == RefusalDelta.type:
-        return RefusalDelta(
-            sequence_number=seq,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=content_index,
-            delta=f.string("delta"),
-        )
-    return RefusalDone(
-        sequence_number=seq,
-        item_id=item_id,
-        output_index=output_index,
-        content_index=content_index,
-        refusal=f.string("refusal"),
-    )
-
-
-def _decode_image(kind: str, f: _Fields) -> StreamEvent:
-    seq, item_id, output_index = (
-        f.integer("sequence_number"),
-        f.string("item_id"),
-        f.integer("output_index"),
-    )
-    if kind == ImageGenerationInProgress.type:
-        return ImageGenerationInProgress(
-            sequence_number=seq, item_id=item_id, output_index=output_index
-        )
-    result = f.opt_string("result")
-    image = GeneratedImage(id=item_id, b64=result) if result else None
-    return ImageGenerationCompleted(
-        sequence_number=seq, item_id=item_id, output_index=output_index, image=image
-    )
-
-
-def _decode_error(kind: str, f: _Fields) -> StreamEvent:
-    return ErrorEvent(
-        sequence_number=f.integer("sequence_number"),
-        code=f.opt_string("code"),
-        message=f.string("message"),
-        param=f.opt_string("param"),
-    )
-
-
-_DECODERS = {
-    ResponseCreated.type: _decode_snapshot,
-    ResponseInProgress.type: _decode_snapshot,
-    ResponseCompleted.type: _decode_snapshot,
-    ResponseIncomplete.type: _decode_snapshot,
-    ResponseFailed.type: _decode_snapshot,
-    OutputItemAdded.type: _decode_item,
-    OutputItemDone.type: _decode_item,
-    ContentPartAdded.type: _decode_part,
-    ContentPartDone.type: _decode_part,
-    OutputTextDelta.type: _decode_text,
-    OutputTextDone.type: _decode_text,
-    RefusalDelta.type: _decode_text,
-    RefusalDone.type: _decode_text,
-    ImageGenerationInProgress.type: _decode_image,
-    ImageGenerationCompleted.type: _decode_image,
-    ErrorEvent.type: _decode_error,
+# How a field goes on the wire and is read back, by its annotation (a string,
+# with ``from __future__ import annotations``).
+_CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[_Fields, str], Any]]] = {
+    "int": (_as_is, _Fields.integer),
+    "str": (_as_is, _Fields.string),
+    "str | None": (_as_is, _Fields.opt_string),
+    "Mapping[str, Any]": (dict, _Fields.mapping),
+    "tuple[Any, ...]": (list, _Fields.array),
 }
+
+
+class _WireField(NamedTuple):
+    name: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[_Fields, str], Any]
+
+
+_WIRE_FIELDS: dict[type[_Event], tuple[_WireField, ...]] = {}
+
+
+def _wire_fields(cls: type[_Event]) -> tuple[_WireField, ...]:
+    """The fields of ``cls`` that go on the wire (all but ``type``), in wire order."""
+    wire = _WIRE_FIELDS.get(cls)
+    if wire is None:
+        fields = attrs.fields_dict(cls)
+        names = cls._wire_order or [n for n, f in fields.items() if f.metadata.get(_ON_WIRE, True)]
+        wire = tuple(_WireField(name, *_CODECS[str(fields[name].type)]) for name in names)
+        _WIRE_FIELDS[cls] = wire
+    return wire
+
+
+def _derive_parsed(f: _Fields, values: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        parsed = structure_response(values["response"])
+    except APIResponseValidationError as exc:
+        raise StreamDecodeError(f"{f.kind} event: {exc.message}") from None
+    return {"parsed": parsed}
+
+
+def _derive_image(f: _Fields, values: Mapping[str, Any]) -> dict[str, Any]:
+    result = f.opt_string("result")
+    return {"image": GeneratedImage(id=values["item_id"], b64=result) if result else None}
+
+
+# Python-only fields a decoded event derives from its wire fields (and, for the
+# image, from our extra "result").
+_DERIVED: dict[type[_Event], Callable[[_Fields, Mapping[str, Any]], dict[str, Any]]] = {
+    ResponseCompleted: _derive_parsed,
+    ResponseIncomplete: _derive_parsed,
+    ResponseFailed: _derive_parsed,
+    ImageGenerationCompleted: _derive_image,
+}
+
+# type -> event class, for every member of StreamEvent but UnknownEvent.
+_EVENT_CLASSES: dict[str, type[_Event]] = {
+    cls.type: cls for cls in get_args(StreamEvent) if issubclass(cls, _Event)
+}
+for _cls in _EVENT_CLASSES.values():
+    _wire_fields(_cls)  # fail at import, not at the first event, on a field without a codec
 
 
 def event_from_dict(data: Mapping[str, Any]) -> StreamEvent:
@@ -944,7 +696,12 @@ def event_from_dict(data: Mapping[str, Any]) -> StreamEvent:
     kind = data.get("type")
     if type(kind) is not str:
         raise StreamDecodeError("an event must have a string 'type'")
-    decoder = _DECODERS.get(kind)
-    if decoder is None:
+    cls = _EVENT_CLASSES.get(kind)
+    if cls is None:
         return UnknownEvent(kind, dict(data))
-    return decoder(kind, _Fields(kind, data))
+    f = _Fields(kind, data)
+    values = {field.name: field.decode(f, field.name) for field in _wire_fields(cls)}
+    derive = _DERIVED.get(cls)
+    if derive is not None:
+        values.update(derive(f, values))
+    return cast("StreamEvent", cls(**values))
