@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -52,6 +51,15 @@ logger = logging.getLogger("samsar_async")
 T = TypeVar("T")
 
 _USER_AGENT = f"samsar-async/{__version__} python/{platform.python_version()}"
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``, several times cheaper (it is on every call's path)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _check_api_key(api_key: str | None) -> str:
@@ -205,8 +213,8 @@ class AsyncSamsar:
         await self._transport.close()
 
     def new_idempotency_key(self) -> str | None:
-        """A fresh key for one logical call, or ``None`` when keys are turned off."""
-        return str(uuid.uuid4()) if self.idempotency_keys else None
+        """A fresh key for one logical call (a uuid4), or ``None`` when keys are turned off."""
+        return _uuid4() if self.idempotency_keys else None
 
     async def post(
         self,

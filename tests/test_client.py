@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -77,6 +78,10 @@ async def test_complete_text(
     assert message.text == resp.output_text
     assert isinstance(message.content[0], OutputText)
     assert resp.session_id == session_id
+    assert resp.idempotency_key == server.requests[-1].idempotency_key
+    key = uuid.UUID(resp.idempotency_key)
+    assert key.version == 4
+    assert key.variant == uuid.RFC_4122
     assert resp.raw["id"] == resp.id
     assert resp.images == ()
     # Credits are exact decimals from the headers, matching the server's ledger.
