@@ -232,9 +232,9 @@ def _batch_ray(args: argparse.Namespace) -> int:
         from ..integrations.ray import run_batch_file
     except ImportError:
         raise CLIError('--ray needs the ray extra: pip install "samsar-async[ray]"') from None
-    key = args.api_key or os.environ.get(API_KEY_ENV)
-    if not key:
-        raise CLIError(f"no API key: set {API_KEY_ENV} or pass --api-key", EXIT_AUTH)
+    # The same checks as the single-machine path (key, base URL); nothing is sent here.
+    _client(args)
+    key = args.api_key if args.api_key is not None else os.environ[API_KEY_ENV]
     # A local cluster's workers inherit this environment; on a cluster, set the
     # variable where `ray start` runs. The key is never pickled or logged.
     os.environ[API_KEY_ENV] = key
@@ -243,6 +243,8 @@ def _batch_ray(args: argparse.Namespace) -> int:
     pictures = _images_dir(out, args.images_dir or None)
     summary = BatchSummary()
     _, done, todo = _prepare_batch(args.requests, out, summary)
+    if summary.unreadable_rows:
+        _err(f"note: ignored {summary.unreadable_rows} unreadable row(s) in {out}")
     if todo:
         ray.init(
             address=args.ray or None,
@@ -264,6 +266,7 @@ def _batch_ray(args: argparse.Namespace) -> int:
                 base_url=base_url,
                 actors=args.actors,
                 concurrency=args.concurrency,
+                client_options=None if args.timeout is None else {"timeout": args.timeout},
             ):
                 if recorder.record(row, None):
                     break

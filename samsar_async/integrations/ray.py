@@ -381,6 +381,7 @@ def run_batch_file(
     base_url: str | None = None,
     actors: int = 2,
     concurrency: int = 32,
+    client_options: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The result rows of ``samsar batch --ray``: the lines of a requests file not in ``done``.
 
@@ -421,6 +422,7 @@ def run_batch_file(
         concurrency=concurrency,
         base_url=base_url,
         images_dir=str(images_dir),
+        client_options=client_options,
     )
     for row in results.iter_rows():
         error = None
