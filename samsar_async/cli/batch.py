@@ -22,7 +22,6 @@ from ..batchfile import ResultsWriter, count_todo, iter_requests, read_done_line
 from ..config import API_KEY_ENV, BASE_URL_ENV
 from ..errors import AuthenticationError, CreditBudgetExceeded, InsufficientCreditsError
 from .exits import (
-    EXIT_AUTH,
     EXIT_BATCH_FAILED,
     EXIT_CREDITS,
     EXIT_OK,
