@@ -21,7 +21,7 @@ import platform
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from . import _json
@@ -40,7 +40,7 @@ from .config import (
 )
 from .converter import status_error
 from .errors import APIConnectTimeoutError, APIError, ClientClosedError, InvalidArgumentError
-from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, call_with_retries
+from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, retry_failed_call
 from .sessions import SessionLocks
 from .transport import RawResponse, Transport, client_timeout
 
@@ -237,77 +237,143 @@ class AsyncSamsar:
         transport = self._transport
         if transport.closed:
             raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
-        url = self.base_url + path
-        data = _json.dumps(body)
         key = idempotency_key if idempotency_key is not None else self.new_idempotency_key()
         headers: dict[str, str] | None = None
         if key is not None or extra_headers:
             headers = dict(extra_headers) if extra_headers else {}
             if key is not None:
                 headers["Idempotency-Key"] = key
-        t = self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout)
-        policy = self.retry if isinstance(retry, Unset) else retry or RetryPolicy.disabled()
-        deadline: float | None = None
-        attempt = 0
-
-        async def send() -> T:
-            nonlocal attempt
-            attempt += 1
-            limit = t.read
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise APIConnectTimeoutError(
-                        f"the call's {t.total}s deadline passed before attempt {attempt}",
-                        idempotency_key=key,
-                    )
-                # Round so that equal budgets share one cached ClientTimeout.
-                limit = round(left if limit is None or left < limit else limit, 3)
-            started = time.monotonic()
-            try:
-                raw = await transport.post(
-                    url,
-                    data,
-                    headers=headers,
-                    timeout=client_timeout(connect=t.connect, attempt=limit),
-                    idempotency_key=key,
-                )
-            except APIError as exc:
-                logger.debug(
-                    "POST %s attempt=%d failed=%s elapsed=%.3fs",
-                    path,
-                    attempt,
-                    type(exc).__name__,
-                    time.monotonic() - started,
-                )
-                raise
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
-                    path,
-                    attempt,
-                    raw.status,
-                    time.monotonic() - started,
-                    raw.headers.get("x-credits-charged"),
-                )
-            if 200 <= raw.status < 300:
-                return parse(raw, key, session_id)
-            raise status_error(raw, key)
-
-        def call() -> Any:
-            # The deadline starts once the call may run (after its session's earlier turns).
-            nonlocal deadline
-            if t.total is not None:
-                deadline = time.monotonic() + t.total
-            return call_with_retries(
-                send,
-                policy=policy,
-                budget=self.retry_budget,
-                has_key=key is not None or idempotent,
-                deadline=deadline,
-            )
-
+        call = _Call(
+            transport,
+            path,
+            self.base_url + path,
+            _json.dumps(body),
+            headers,
+            key,
+            self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout),
+            parse,
+            session_id,
+        )
         locks = self.session_locks
-        if session_id is not None and locks is not None:
-            return await locks.run(session_id, call)
-        return await call()  # type: ignore[no-any-return]
+        if locks is not None and session_id is not None:
+            # Take the session's place in line now, in call order; wait only if it is busy.
+            turn = locks.enter(session_id)
+            if turn is not None:
+                await locks.wait(session_id, turn)
+        try:
+            # The deadline starts once the call may run (after its session's earlier turns).
+            started = time.monotonic()
+            total = call.timeout.total
+            if total is not None:
+                call.deadline = started + total
+            try:
+                result = await call.send()
+            except APIError as exc:
+                policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY
+                return await retry_failed_call(
+                    exc,
+                    call.send,
+                    policy=policy,
+                    budget=self.retry_budget,
+                    has_key=key is not None or idempotent,
+                    deadline=call.deadline,
+                    started=started,
+                )
+            budget = self.retry_budget
+            if budget is not None:
+                budget.on_success(0)
+            return result
+        finally:
+            if locks is not None and session_id is not None:
+                locks.leave(session_id)
+
+
+_NO_RETRY = RetryPolicy.disabled()
+
+
+class _Call(Generic[T]):
+    """The state of one logical call; :meth:`send` makes one attempt."""
+
+    __slots__ = (
+        "attempt",
+        "data",
+        "deadline",
+        "headers",
+        "key",
+        "parse",
+        "path",
+        "session_id",
+        "timeout",
+        "transport",
+        "url",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str,
+        url: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        key: str | None,
+        timeout: Timeout,
+        parse: Callable[[RawResponse, str | None, str | None], T],
+        session_id: str | None,
+    ) -> None:
+        self.transport = transport
+        self.path = path
+        self.url = url
+        self.data = data
+        self.headers = headers
+        self.key = key
+        self.timeout = timeout
+        self.parse = parse
+        self.session_id = session_id
+        self.deadline: float | None = None
+        self.attempt = 0
+
+    async def send(self) -> T:
+        """One attempt: POST, then parse a 2xx or raise the status error."""
+        self.attempt += 1
+        t = self.timeout
+        limit = t.read
+        deadline = self.deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise APIConnectTimeoutError(
+                    f"the call's {t.total}s deadline passed before attempt {self.attempt}",
+                    idempotency_key=self.key,
+                )
+            # Round so that equal budgets share one cached ClientTimeout.
+            limit = round(left if limit is None or left < limit else limit, 3)
+        started = time.monotonic()
+        try:
+            raw = await self.transport.post(
+                self.url,
+                self.data,
+                headers=self.headers,
+                timeout=client_timeout(connect=t.connect, attempt=limit),
+                idempotency_key=self.key,
+            )
+        except APIError as exc:
+            logger.debug(
+                "POST %s attempt=%d failed=%s elapsed=%.3fs",
+                self.path,
+                self.attempt,
+                type(exc).__name__,
+                time.monotonic() - started,
+            )
+            raise
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
+                self.path,
+                self.attempt,
+                raw.status,
+                time.monotonic() - started,
+                raw.headers.get("x-credits-charged"),
+            )
+        if 200 <= raw.status < 300:
+            return self.parse(raw, self.key, self.session_id)
+        raise status_error(raw, self.key)

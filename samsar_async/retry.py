@@ -276,34 +276,30 @@ def _record(attempts: list[Attempt], number: int, exc: BaseException, started: f
     )
 
 
-async def call_with_retries(
+async def retry_failed_call(
+    first: APIError,
     send: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
     budget: RetryBudget | None,
     has_key: bool,
     deadline: float | None,
+    started: float,
 ) -> T:
-    """Run ``send`` under ``policy``; the final error carries every attempt.
+    """Carry on a call whose first attempt (begun at ``started``) failed with ``first``.
 
-    ``deadline`` is a :func:`time.monotonic` time after which no retry starts.
-    Cancellation is never retried nor swallowed.
+    The first attempt runs before any of this (so a call that succeeds at once
+    pays nothing for the retry machinery); here its failure is handed to a
+    fresh tenacity ``AsyncRetrying`` as attempt 1, and tenacity decides, waits
+    and stops. ``deadline`` is a :func:`time.monotonic` time after which no
+    retry starts. The final error carries every attempt. Cancellation is never
+    retried nor swallowed.
     """
-    started = time.monotonic()
-    try:
-        result = await send()
-    except APIError as exc:
-        attempts: list[Attempt] = []
-        _record(attempts, 1, exc, started)
-        if policy.max_attempts < 2 or not _is_retryable(exc, policy, has_key):
-            exc.attempts = tuple(attempts)
-            raise
-        first: APIError | None = exc
-    else:
-        if budget is not None:
-            budget.on_success(0)
-        return result
-
+    attempts: list[Attempt] = []
+    _record(attempts, 1, first, started)
+    if policy.max_attempts < 2 or not _is_retryable(first, policy, has_key):
+        first.attempts = tuple(attempts)
+        raise first
     if policy.max_total_time is not None:
         limit = started + policy.max_total_time
         deadline = limit if deadline is None else min(deadline, limit)
@@ -316,12 +312,13 @@ async def call_with_retries(
         before_sleep=_log_retry,
         reraise=True,
     )
+    pending: APIError | None = first
     try:
         async for attempt in retrying:
             with attempt:
-                if first is not None:
-                    # Attempt 1 already ran (above): hand its failure to tenacity.
-                    replay, first = first, None
+                if pending is not None:
+                    # Attempt 1 already ran: hand its failure to tenacity.
+                    replay, pending = pending, None
                     raise replay
                 attempt_started = time.monotonic()
                 try:

@@ -57,26 +57,43 @@ class SessionLocks:
         """Sessions with a call running or waiting."""
         return len(self._entries)
 
-    async def run(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` once every earlier call on ``session_id`` has finished."""
+    def enter(self, session_id: str) -> asyncio.Future[None] | None:
+        """Claim ``session_id``: ``None`` when it was free (the caller now holds it),
+        else a future to pass to :meth:`wait`. No await: the place in the queue is
+        taken at once, in call order."""
         waiters = self._entries.get(session_id)
         if waiters is None:
-            self._entries[session_id] = waiters = deque()
-        else:
-            turn = asyncio.get_running_loop().create_future()
-            waiters.append(turn)
-            try:
-                await turn
-            except BaseException:
-                if turn.done() and not turn.cancelled():
-                    self._hand_over(session_id, waiters)  # our turn came: pass it on
-                else:
-                    waiters.remove(turn)
-                raise
+            self._entries[session_id] = deque()
+            return None
+        turn = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
+        return turn
+
+    async def wait(self, session_id: str, turn: asyncio.Future[None]) -> None:
+        """Wait for the turn :meth:`enter` queued; on return the caller holds the session."""
+        try:
+            await turn
+        except BaseException:
+            waiters = self._entries[session_id]
+            if turn.done() and not turn.cancelled():
+                self._hand_over(session_id, waiters)  # our turn came: pass it on
+            else:
+                waiters.remove(turn)
+            raise
+
+    def leave(self, session_id: str) -> None:
+        """Release ``session_id`` to the oldest waiting call (or forget it when none)."""
+        self._hand_over(session_id, self._entries[session_id])
+
+    async def run(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` once every earlier call on ``session_id`` has finished."""
+        turn = self.enter(session_id)
+        if turn is not None:
+            await self.wait(session_id, turn)
         try:
             return await call()
         finally:
-            self._hand_over(session_id, waiters)
+            self.leave(session_id)
 
     def _hand_over(self, session_id: str, waiters: deque[asyncio.Future[None]]) -> None:
         while waiters:
