@@ -200,6 +200,7 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
             source = requests(0, args.n)
             if args.mode == "samsar-many":
                 source = list(source)  # type: ignore[assignment]
+            switches0 = common.involuntary_switches()
             async for r in _iterate(complete_many, source):
                 _check_sdk(r)
                 done += 1
@@ -213,6 +214,7 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
             rss_before = common.current_rss_bytes()
             marks = Checkpoints([args.n // 100, args.n // 10, args.n])
             cpu0, t0 = common.cpu_seconds(), time.perf_counter()
+            switches0 = common.involuntary_switches()
             if args.mode == "aiohttp-gather":
                 done = await _raw_gather(session, endpoint, range(args.n))
                 marks.done(done)
@@ -236,7 +238,7 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode.startswith("samsar"):
         result["samsar_async"] = common.samsar_version()
     return result | {
-        "involuntary_switches_total": common.involuntary_switches(),
+        "involuntary_switches": common.involuntary_switches() - switches0,
         "cpu_s": cpu,
         "wall_s": wall,
         "cpu_us_per_call": cpu / args.n * 1e6,
@@ -292,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     throughput[mode].append(res)
         if args.stream_n:
-            for mode in STREAM_MODES:
+            for mode in args.stream_modes.split(","):
                 res = _run(mode, url, args.stream_n, args.pool)
                 if "skipped" in res:
                     skipped[mode] = res["skipped"]
@@ -315,7 +317,7 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     base = data["throughput"]["aiohttp-gather"]
     rows = []
-    for mode in THROUGHPUT_MODES:
+    for mode in THROUGHPUT_MODES if args.rounds else ():
         runs = data["throughput"][mode]
         if not runs:
             rows.append([LABELS[mode], "skipped (see note)", "—", "—", "—", "—", "—"])
@@ -333,19 +335,21 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
             )
         rows.append(cells)
     headers = ["loop", "calls/s", "× gather", "CPU µs/call", "× gather", "peak RSS MiB", "× gather"]
-    out.append(common.markdown_table(headers, rows))
+    if rows:
+        out.append(common.markdown_table(headers, rows))
     if args.stream_n:
         out += [
             "",
             f"### Flat memory: {args.stream_n:,} requests from a generator",
             "",
             "RSS (current / peak so far, MiB) when that many requests are done; "
-            "`start` is after the warm-up.",
+            "`start` is after the warm-up. One run each; `preempted` counts involuntary "
+            "context switches (other load on the client's core: calls/s is then unreliable).",
             "",
         ]
         marks = [args.stream_n // 100, args.stream_n // 10, args.stream_n]
         rows = []
-        for mode in STREAM_MODES:
+        for mode in args.stream_modes.split(","):
             res = data["stream"].get(mode)
             if res is None:
                 rows.append([LABELS[mode], "skipped (see note)", *["—"] * (len(marks) + 2)])
@@ -353,9 +357,20 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
             cells = [LABELS[mode], f"{res['rss_before_bytes'] / mib:,.1f}"]
             for rec in res["checkpoints"]:
                 cells.append(f"{rec['rss_bytes'] / mib:,.1f} / {rec['peak_rss_bytes'] / mib:,.1f}")
-            cells += [f"{res['calls_per_s']:,.0f}", f"{res['cpu_us_per_call']:,.1f}"]
+            cells += [
+                f"{res['calls_per_s']:,.0f}",
+                f"{res['cpu_us_per_call']:,.1f}",
+                f"{res['involuntary_switches']:,}",
+            ]
             rows.append(cells)
-        headers = ["loop", "start", *(f"{m:,} done" for m in marks), "calls/s", "CPU µs/call"]
+        headers = [
+            "loop",
+            "start",
+            *(f"{m:,} done" for m in marks),
+            "calls/s",
+            "CPU µs/call",
+            "preempted",
+        ]
         out.append(common.markdown_table(headers, rows))
     if data["skipped"]:
         out.append("")
@@ -371,13 +386,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="complete_many throughput and flat memory.")
     parser.add_argument("--quick", action="store_true", help="small counts, 1 round (for CI)")
     parser.add_argument("--n", type=int, default=None, help="requests per row (default 20000)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds (default 3; 0 skips part 1)"
+    )
     parser.add_argument(
         "--stream-n", type=int, default=None, help="generator length (default 1000000; 0 skips)"
     )
     parser.add_argument("--pool", type=int, default=SDK_DEFAULT_POOL, help="connections")
+    parser.add_argument(
+        "--stream-modes", default=",".join(STREAM_MODES), help="rows of the generator part"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     args = parser.parse_args(argv)
+    bad = set(args.stream_modes.split(",")) - set(STREAM_MODES)
+    if bad:
+        parser.error(f"unknown --stream-modes: {', '.join(sorted(bad))}")
     if args.n is None:
         args.n = 2_000 if args.quick else 20_000
     if args.rounds is None:

@@ -86,6 +86,7 @@ SDK_DEFAULT_POOL = 100
 
 CLIENTS = ("aiohttp", "samsar_async", "httpx", "openai-httpx", "openai-aiohttp")
 BASELINE = "aiohttp"
+NOISY_SWITCHES = 1_000
 
 
 class Skip(Exception):
@@ -392,6 +393,18 @@ def render(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
         out.append(
             f"- Canned server: {common.stat(server).fmt(',.1f')} µs CPU per request "
             "(its own core; a small fraction of any client's cost)."
+        )
+    noisy = [
+        f"c={conc} {name} round {i + 1} ({r['involuntary_switches']:,})"
+        for conc, by_client in data["results"].items()
+        for name, runs in by_client.items()
+        for i, r in enumerate(runs)
+        if r.get("involuntary_switches", 0) > NOISY_SWITCHES
+    ]
+    if noisy:
+        out.append(
+            f"- Runs preempted more than {NOISY_SWITCHES:,} times (involuntary context "
+            "switches: other load on the client's core): " + "; ".join(noisy)
         )
     sdk_versions = sorted(
         {

@@ -124,7 +124,7 @@ def _decode_and_write(data: bytes, path: Path) -> None:
         f.write(png)
 
 
-async def _naive(url: str, out_dir: Path, threaded: bool) -> tuple[dict[str, float], Any]:
+async def _naive(url: str, out_dir: Path, threaded: bool) -> dict[str, float]:
     import aiohttp
 
     session = aiohttp.ClientSession()
@@ -149,7 +149,7 @@ async def _naive(url: str, out_dir: Path, threaded: bool) -> tuple[dict[str, flo
     return await _measured(run, session.close)
 
 
-async def _samsar(url: str, out_dir: Path) -> tuple[dict[str, float], Any]:
+async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
     try:
         from samsar_async import AsyncSamsar, ImageGenerationTool  # type: ignore[attr-defined]
     except ImportError as exc:
@@ -183,7 +183,8 @@ async def _samsar(url: str, out_dir: Path) -> tuple[dict[str, float], Any]:
     return await _measured(run, client.close)
 
 
-async def _measured(run: Any, close: Any) -> tuple[dict[str, float], Any]:
+async def _measured(run: Any, close: Any) -> dict[str, float]:
+    """Run ``run()`` (returning its timestamps) under the ticker; the figures of one call."""
     ticker = Ticker()
     try:
         gc.collect()
@@ -192,11 +193,10 @@ async def _measured(run: Any, close: Any) -> tuple[dict[str, float], Any]:
         ticker.start()
         await asyncio.sleep(20 * TICK)  # a few idle ticks first
         times = await run()
-        await ticker.stop()
-        peak_after = common.peak_rss_bytes()
     finally:
         await ticker.stop()
         await close()
+    peak_after = common.peak_rss_bytes()
     t_req, t_resp, t_saved = times["t_req"], times["t_resp"], times["t_saved"]
     return {
         "request_to_response_s": t_resp - t_req,
@@ -209,7 +209,7 @@ async def _measured(run: Any, close: Any) -> tuple[dict[str, float], Any]:
         "rss_before_bytes": rss_before,
         "peak_rss_before_bytes": peak_before,
         "peak_rss_growth_bytes": peak_after - peak_before,
-    }, None
+    }
 
 
 async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,9 +217,9 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(tempfile.mkdtemp(prefix="samsar-bench-img-", dir=args.tmpdir))
     try:
         if args.mode == "samsar":
-            figures, _ = await _samsar(args.url, out_dir)
+            figures = await _samsar(args.url, out_dir)
         else:
-            figures, _ = await _naive(args.url, out_dir, threaded=args.mode == "naive-thread")
+            figures = await _naive(args.url, out_dir, threaded=args.mode == "naive-thread")
         files = [p for p in out_dir.rglob("*") if p.is_file()]
         if len(files) != 1:
             raise RuntimeError(f"expected one saved file, found {files}")
