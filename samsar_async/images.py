@@ -38,6 +38,7 @@ import secrets
 import string
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
@@ -166,6 +167,9 @@ class _Decoder:
     def _check_chunk(self, _attribute: attrs.Attribute[int], value: int) -> None:
         if value <= 0 or value % 4:
             raise ValueError("chunk_chars must be a positive multiple of 4")
+
+
+_yield_cpu: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
 _STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -640,6 +644,10 @@ class _SaveJob:
                 for piece in self._image._chunks(self._decoder):
                     self._checkpoint()
                     f.write(piece)
+                    # Hand the GIL and the CPU to the event loop's thread between
+                    # chunks: on a busy (or single) core the OS would otherwise let
+                    # this thread run a whole time slice before the loop gets back.
+                    _yield_cpu()
                 f.flush()
                 os.fsync(f.fileno())
             self._checkpoint()
