@@ -12,6 +12,7 @@
 import logging as _logging
 
 from ._version import __version__
+from .batch import BatchResult, BatchRun
 from .client import AsyncSamsar
 from .config import UNSET, Timeout
 from .errors import (
@@ -37,6 +38,7 @@ from .errors import (
     PermissionDeniedError,
     RateLimitError,
     SamsarError,
+    StreamDecodeError,
     UnprocessableEntityError,
 )
 from .images import GeneratedImage
@@ -72,6 +74,8 @@ __all__ = [
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "BatchResult",
+    "BatchRun",
     "ClientClosedError",
     "CompletionRequest",
     "ConflictError",
@@ -99,6 +103,7 @@ __all__ = [
     "RetryPolicy",
     "SamsarError",
     "Session",
+    "StreamDecodeError",
     "SystemPrompt",
     "Timeout",
     "Turn",

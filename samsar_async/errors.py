@@ -29,8 +29,10 @@ these classes at one boundary (:mod:`samsar_async.transport`). The tree::
 
 Every :class:`APIError` carries the call's ``idempotency_key`` (so a caller can
 reconcile a charge) and ``attempts``: one :class:`Attempt` per try, saying why
-each failed. When a call was retried, the last attempt's error is also the
-final exception's ``__cause__``.
+each failed. After retries, the exception raised is the last attempt's own
+error (so ``except RateLimitError`` works as usual), its message ends with the
+history of every attempt, and its ``__cause__`` is the lower-level failure
+behind it (the transport error, for connection failures).
 
 No exception text ever contains the API key: messages are built from status
 codes, server-provided messages and URLs without credentials.
