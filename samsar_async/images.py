@@ -31,6 +31,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import errno
+import importlib
 import os
 import pathlib
 import re
@@ -170,6 +171,12 @@ class _Decoder:
 
 
 _yield_cpu: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+# anyio imports its asyncio backend on first use (~15 ms): do it now, at import
+# time, rather than inside the first save() (the event loop would stall for it).
+# aiohttp means asyncio, so this is the backend every save uses.
+with contextlib.suppress(ImportError):
+    importlib.import_module("anyio._backends._asyncio")
 
 
 _STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -622,6 +629,10 @@ class _SaveJob:
         anyio.from_thread.check_cancelled()
 
     def run(self) -> pathlib.Path:
+        # A thread that has just been started is awaited by the event loop's
+        # thread (Thread.start waits for it to boot): let that thread go on
+        # before the decoding begins, instead of making it wait for the GIL.
+        _yield_cpu()
         with self._lock:
             if self._aborted:
                 raise _Aborted
