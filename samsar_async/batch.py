@@ -18,15 +18,19 @@ ahead of the oldest result not yet yielded. Requests on one ``session_id``
 keep their input order (the client serializes each session's calls, FIFO, in
 the order the workers take them).
 
-Leaving the ``async for`` early (break, exception, cancellation) cancels the
-runner and everything in flight; ``await results.aclose()`` (or
-``async with``) does it deterministically.
+Leaving early: use ``async with client.assistant.complete_many(...) as results``
+(or ``await results.aclose()``): leaving the block by ``break``, an exception or
+cancellation cancels the runner and everything in flight, and waits until it
+has unwound. A bare ``break`` out of ``async for`` gives Python no hook: the
+workers then stop taking input once the result buffer is full (at most
+``2 * concurrency`` more calls) and are cancelled when the iterator is
+garbage-collected. If the input itself raises, intake stops, the calls already
+sent are delivered, and then the input's exception is raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -146,8 +150,10 @@ class BatchRun:
         runner = self._runner
         if runner is not None and not runner.done():
             runner.cancel()
-            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
-                await runner
+            # Wait for it to unwind without raising its (expected) cancellation, and
+            # without hiding a cancellation aimed at the caller.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({runner})
         if self._receive is not None:
             self._receive.close()
 
@@ -206,6 +212,10 @@ class BatchRun:
         async with send, anyio.create_task_group() as tg:
             for _ in range(self._concurrency):
                 tg.start_soon(self._worker, take, send)
+        if take.error is not None:
+            # The input failed: what was already sent has been delivered; now say why
+            # the batch stops (raised by __anext__ once the results run out).
+            raise take.error
 
     async def _worker(self, take: _Source, send: MemoryObjectSendStream[BatchResult]) -> None:
         ordered = self._ordered
@@ -266,16 +276,23 @@ class BatchRun:
 class _SyncSource:
     """Hands out ``(index, request)`` pairs of a sync iterable, one at a time."""
 
-    __slots__ = ("_iterator", "next_index")
+    __slots__ = ("_iterator", "error", "next_index")
 
     def __init__(self, iterator: Iterator[Any]) -> None:
         self._iterator = iterator
         self.next_index = 0
+        self.error: Exception | None = None
+        """What the input raised: intake stops, calls in flight finish."""
 
     async def __call__(self) -> tuple[int, Any] | None:
+        if self.error is not None:
+            return None
         try:
             request = next(self._iterator)
         except StopIteration:
+            return None
+        except Exception as exc:
+            self.error = exc
             return None
         index = self.next_index
         self.next_index = index + 1
@@ -285,13 +302,15 @@ class _SyncSource:
 class _AsyncSource:
     """Hands out ``(index, request)`` pairs of an async iterable; one ``__anext__`` at a time."""
 
-    __slots__ = ("_done", "_iterator", "_lock", "next_index")
+    __slots__ = ("_done", "_iterator", "_lock", "error", "next_index")
 
     def __init__(self, iterator: AsyncIterator[Any]) -> None:
         self._iterator = iterator
         self._lock = anyio.Lock()
         self._done = False
         self.next_index = 0
+        self.error: Exception | None = None
+        """What the input raised: intake stops, calls in flight finish."""
 
     async def __call__(self) -> tuple[int, Any] | None:
         async with self._lock:
@@ -301,6 +320,10 @@ class _AsyncSource:
                 request = await self._iterator.__anext__()
             except StopAsyncIteration:
                 self._done = True
+                return None
+            except Exception as exc:
+                self._done = True
+                self.error = exc
                 return None
             index = self.next_index
             self.next_index = index + 1

@@ -237,17 +237,29 @@ class AsyncSamsar:
         transport = self._transport
         if transport.closed:
             raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
+        if extra_headers and idempotency_key is None:
+            for name, value in extra_headers.items():
+                if name.lower() == "idempotency-key":
+                    idempotency_key = value  # the caller's key, not a fresh one
         key = idempotency_key if idempotency_key is not None else self.new_idempotency_key()
         headers: dict[str, str] | None = None
         if key is not None or extra_headers:
-            headers = dict(extra_headers) if extra_headers else {}
+            headers = (
+                {k: v for k, v in extra_headers.items() if k.lower() != "idempotency-key"}
+                if extra_headers
+                else {}
+            )
             if key is not None:
                 headers["Idempotency-Key"] = key
+        try:
+            data = _json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError("body", f"a value cannot be sent as JSON ({exc})") from None
         call = _Call(
             transport,
             path,
             self.base_url + path,
-            _json.dumps(body),
+            data,
             headers,
             key,
             self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout),
@@ -345,8 +357,9 @@ class _Call(Generic[T]):
                     f"the call's {t.total}s deadline passed before attempt {self.attempt}",
                     idempotency_key=self.key,
                 )
-            # Round so that equal budgets share one cached ClientTimeout.
-            limit = round(left if limit is None or left < limit else limit, 3)
+            # Round so that equal budgets share one cached ClientTimeout (never to 0:
+            # aiohttp reads 0 as "no limit").
+            limit = max(round(left if limit is None or left < limit else limit, 3), 0.001)
         started = time.monotonic()
         try:
             raw = await self.transport.post(

@@ -74,11 +74,12 @@ class SessionLocks:
         try:
             await turn
         except BaseException:
-            waiters = self._entries[session_id]
+            waiters = self._entries.get(session_id)
             if turn.done() and not turn.cancelled():
-                self._hand_over(session_id, waiters)  # our turn came: pass it on
-            else:
-                waiters.remove(turn)
+                if waiters is not None:
+                    self._hand_over(session_id, waiters)  # our turn came: pass it on
+            elif waiters is not None and turn in waiters:
+                waiters.remove(turn)  # (the holder may already have skipped it)
             raise
 
     def leave(self, session_id: str) -> None:

@@ -133,7 +133,12 @@ class Transport:
                 allow_redirects=False,
             ) as resp:
                 length = resp.content_length
-                if length is not None and length <= self.max_response_bytes:
+                if (
+                    length is not None
+                    and length <= self.max_response_bytes
+                    and resp.headers.get("Content-Encoding", "identity") == "identity"
+                ):
+                    # The length on the wire is the length read: safe to read whole.
                     data = await resp.read()
                 else:
                     data = await self._read_capped(resp, idempotency_key)
@@ -165,7 +170,8 @@ class Transport:
     async def _read_capped(self, resp: aiohttp.ClientResponse, key: str | None) -> bytes:
         cap = self.max_response_bytes
         length = resp.content_length
-        if length is not None and length > cap:
+        encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+        if length is not None and length > cap and not encoded:
             resp.close()
             raise APIResponseValidationError(
                 f"the {resp.status} answer is {length} bytes, over the {cap}-byte limit",
