@@ -21,10 +21,11 @@ the order the workers take them).
 Leaving early: use ``async with client.assistant.complete_many(...) as results``
 (or ``await results.aclose()``): leaving the block by ``break``, an exception or
 cancellation cancels the runner and everything in flight, and waits until it
-has unwound. A bare ``break`` out of ``async for`` gives Python no hook: the
-workers then stop taking input once the result buffer is full (at most
-``2 * concurrency`` more calls) and are cancelled when the iterator is
-garbage-collected. If the input itself raises, intake stops, the calls already
+has unwound. A bare ``break`` out of ``async for`` gives Python no hook, but
+the runner never refers back to the :class:`BatchRun`: once nothing else holds
+the iterator (it was not kept in a variable), it is freed at once and cancels
+the runner, so no new call starts (at most one per worker may already have).
+If the input itself raises, intake stops, the calls already
 sent are delivered, and then the input's exception is raised.
 """
 
@@ -101,25 +102,30 @@ class BatchRun:
             raise InvalidArgumentError("concurrency", "must be an integer >= 1")
         if not isinstance(requests, (Iterable, AsyncIterable)):
             raise InvalidArgumentError("requests", "must be an iterable of CompletionRequest")
-        self._assistant = assistant
-        self._requests = requests
         self._concurrency = concurrency
         self._ordered = ordered
         self._stop_on_error = stop_on_error
-        self._min_credits = None if min_credits is None else Decimal(str(min_credits))
-        self._remaining: Decimal | None = None
         self._runner: asyncio.Task[None] | None = None
         self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._pending: dict[int, BatchResult] = {}
         self._slots: dict[int, _Slot] = {}
+        self._workers = _Workers(
+            assistant,
+            requests,
+            concurrency=concurrency,
+            ordered=ordered,
+            min_credits=None if min_credits is None else Decimal(str(min_credits)),
+            limiter=self._limiter,
+            slots=self._slots,
+        )
         self._next_index = 0
         self._closed = False
 
     @property
     def credits_remaining(self) -> Decimal | None:
         """The last ``x-credits-remaining`` seen by this batch."""
-        return self._remaining
+        return self._workers.remaining
 
     def __aiter__(self) -> AsyncIterator[BatchResult]:
         return self
@@ -164,7 +170,7 @@ class BatchRun:
         if receive is None:
             send, receive = anyio.create_memory_object_stream[BatchResult](self._concurrency)
             self._receive = receive
-            self._runner = asyncio.get_running_loop().create_task(self._run(send))
+            self._runner = asyncio.get_running_loop().create_task(self._workers.run(send))
         try:
             while True:
                 if self._ordered and self._next_index in self._pending:
@@ -201,16 +207,42 @@ class BatchRun:
                 raise exc
         raise StopAsyncIteration
 
-    async def _run(self, send: MemoryObjectSendStream[BatchResult]) -> None:
+
+class _Workers:
+    """The runner's side of a batch: it never refers to the :class:`BatchRun`, so a
+    ``BatchRun`` dropped without ``aclose()`` is freed at once and its ``__del__``
+    cancels the runner."""
+
+    def __init__(
+        self,
+        assistant: Assistant,
+        requests: Iterable[CompletionRequest] | AsyncIterable[CompletionRequest],
+        *,
+        concurrency: int,
+        ordered: bool,
+        min_credits: Decimal | None,
+        limiter: anyio.CapacityLimiter,
+        slots: dict[int, _Slot],
+    ) -> None:
+        self.assistant = assistant
+        self.requests = requests
+        self.concurrency = concurrency
+        self.ordered = ordered
+        self.min_credits = min_credits
+        self.limiter = limiter
+        self.slots = slots
+        self.remaining: Decimal | None = None
+
+    async def run(self, send: MemoryObjectSendStream[BatchResult]) -> None:
         """``concurrency`` workers, each taking the next request as soon as it is free."""
-        requests = self._requests
+        requests = self.requests
         take: _Source = (
             _AsyncSource(requests.__aiter__())
             if isinstance(requests, AsyncIterable)
             else _SyncSource(iter(requests))
         )
         async with send, anyio.create_task_group() as tg:
-            for _ in range(self._concurrency):
+            for _ in range(self.concurrency):
                 tg.start_soon(self._worker, take, send)
         if take.error is not None:
             # The input failed: what was already sent has been delivered; now say why
@@ -218,10 +250,10 @@ class BatchRun:
             raise take.error
 
     async def _worker(self, take: _Source, send: MemoryObjectSendStream[BatchResult]) -> None:
-        ordered = self._ordered
-        limiter = self._limiter
-        min_credits = self._min_credits
-        complete = self._assistant.complete
+        ordered = self.ordered
+        limiter = self.limiter
+        min_credits = self.min_credits
+        complete = self.assistant.complete
         while True:
             slot = None
             if ordered:
@@ -236,7 +268,7 @@ class BatchRun:
                 return
             index, request = item
             if slot is not None:
-                self._slots[index] = slot
+                self.slots[index] = slot
             # No await between taking the request and calling `complete`: its place
             # in its session's queue is the input order.
             error: BaseException
@@ -247,7 +279,7 @@ class BatchRun:
                 )
                 await self._send(send, BatchResult(index, request, error=error))
                 continue
-            remaining = self._remaining
+            remaining = self.remaining
             if min_credits is not None and remaining is not None and remaining < min_credits:
                 error = CreditBudgetExceeded(remaining, min_credits)
                 await self._send(send, BatchResult(index, request, error=error))
@@ -258,11 +290,11 @@ class BatchRun:
                 credits = getattr(exc, "credits", None)
                 remaining = getattr(credits, "remaining", None)
                 if remaining is not None:
-                    self._remaining = remaining
+                    self.remaining = remaining
                 await self._send(send, BatchResult(index, request, error=exc))
                 continue
             if response.credits.remaining is not None:
-                self._remaining = response.credits.remaining
+                self.remaining = response.credits.remaining
             await self._send(send, BatchResult(index, request, response=response))
 
     @staticmethod
