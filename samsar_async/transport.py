@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import attrs
@@ -218,9 +218,3 @@ def client_timeout(*, connect: float | None, attempt: float | None) -> aiohttp.C
 
 
 _NO_CEIL = 1e12  # keep deadlines exact: never round them up to whole seconds
-
-
-def header(headers: Any, name: str) -> str | None:
-    """A header value or ``None`` (``headers`` is case-insensitive)."""
-    value = headers.get(name)
-    return value if isinstance(value, str) else None
