@@ -14,7 +14,8 @@ import logging as _logging
 from ._version import __version__
 from .batch import BatchResult, BatchRun
 from .client import AsyncSamsar
-from .config import UNSET, Timeout
+from .config import UNSET, ClientState, RetryPolicy, Timeout, Unset
+from .conversation import Conversation, Turn
 from .errors import (
     APIConnectionError,
     APIConnectTimeoutError,
@@ -28,7 +29,7 @@ from .errors import (
     BadRequestError,
     ClientClosedError,
     ConflictError,
-    CreditBudgetExceeded,
+    CreditBudgetExceededError,
     ImageDecodeError,
     InsufficientCreditsError,
     InternalServerError,
@@ -40,9 +41,19 @@ from .errors import (
     SamsarError,
     StreamDecodeError,
     UnprocessableEntityError,
+    UsageError,
 )
-from .images import GeneratedImage
-from .inputs import CompletionRequest, ImageGenerationTool, InputImage, InputText, Message
+from .images import GeneratedImage, UnknownImageFormatWarning
+from .inputs import (
+    CompletionInput,
+    CompletionOptions,
+    CompletionRequest,
+    ImageGenerationTool,
+    InputImage,
+    InputText,
+    Message,
+    ToolChoice,
+)
 from .models import (
     Credits,
     ImageGenerationCall,
@@ -55,8 +66,7 @@ from .models import (
     UnknownOutputItem,
     Usage,
 )
-from .retry import RetryBudget, RetryPolicy
-from .sessions import Session, Turn
+from .retry import RetryBudget
 
 # A library never configures logging; this keeps its WARNINGs off stderr unless the app opts in.
 _logging.getLogger("samsar_async").addHandler(_logging.NullHandler())
@@ -77,9 +87,13 @@ __all__ = [
     "BatchResult",
     "BatchRun",
     "ClientClosedError",
+    "ClientState",
+    "CompletionInput",
+    "CompletionOptions",
     "CompletionRequest",
     "ConflictError",
-    "CreditBudgetExceeded",
+    "Conversation",
+    "CreditBudgetExceededError",
     "Credits",
     "GeneratedImage",
     "ImageDecodeError",
@@ -102,14 +116,31 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "SamsarError",
-    "Session",
     "StreamDecodeError",
     "SystemPrompt",
     "Timeout",
+    "ToolChoice",
     "Turn",
     "UnknownContent",
+    "UnknownImageFormatWarning",
     "UnknownOutputItem",
     "UnprocessableEntityError",
+    "Unset",
     "Usage",
+    "UsageError",
     "__version__",
 ]
+
+
+_DEPRECATED = {"Session": "Conversation", "CreditBudgetExceeded": "CreditBudgetExceededError"}
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated aliases (removed in the next release): they warn, then resolve."""
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(f"samsar_async.{name} is renamed {new}", DeprecationWarning, stacklevel=2)
+    return globals()[new]

@@ -1,33 +1,34 @@
-"""``client.assistant``: the two endpoints, sessions, and (later) batches and streams.
+"""``client.assistant``: the two endpoints, conversations, batches and streams.
 
-Arguments are checked here, before anything is sent; bad input raises
-:class:`~samsar_async.errors.InvalidArgumentError` naming the field.
+Arguments are checked before anything is sent, by the validators of
+:class:`~samsar_async.inputs.CompletionRequest` (the one definition of a
+request); bad input raises :class:`~samsar_async.errors.InvalidArgumentError`
+naming the field.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ._validators import check
 from .batch import DEFAULT_CONCURRENCY, BatchRun
 from .config import UNSET, Timeout, Unset
-from .converter import (
-    parse_completion,
-    parse_system_prompt,
-    unstructure_input,
-    unstructure_tool,
-    unstructure_tool_choice,
-)
+from .conversation import Conversation
+from .converter import completion_body, parse_completion, parse_system_prompt, request_body
 from .errors import APIStatusError, InvalidArgumentError, SamsarError
-from .sessions import Session
+from .inputs import CompletionRequest
 from .streaming import ErrorEvent, StreamEvent, check_chunk_chars, events_from_response
 
 if TYPE_CHECKING:
-    from .client import AsyncSamsar
-    from .inputs import CompletionInput, CompletionRequest, ImageGenerationTool, ToolChoice
+    from typing_extensions import Unpack
+
+    from ._base_client import BaseClient
+    from .config import RetryPolicy
+    from .inputs import CompletionInput, CompletionOptions, ImageGenerationTool, ToolChoice
     from .models import Response, SystemPrompt
-    from .retry import RetryPolicy
 
 __all__ = ["Assistant"]
 
@@ -35,26 +36,8 @@ COMPLETION_PATH = "/assistant/completion"
 SYSTEM_PROMPT_PATH = "/assistant/set_system_prompt"
 
 
-def _check_session_id(session_id: object) -> str:
-    if type(session_id) is not str:
-        raise InvalidArgumentError(
-            "session_id", f"must be a string, not {type(session_id).__name__}"
-        )
-    if not session_id.strip():
-        raise InvalidArgumentError("session_id", "must not be empty")
-    return session_id
-
-
-def _check_number(field: str, value: object, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidArgumentError(field, f"must be a number between {low} and {high}")
-    return value
-
-
-def _check_mapping(field: str, value: object) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InvalidArgumentError(field, f"must be a dict, not {type(value).__name__}")
-    return value
+def _check_session_id(session_id: str) -> str:
+    return check(CompletionRequest, "session_id", session_id)
 
 
 def _error_event(exc: SamsarError) -> ErrorEvent:
@@ -74,7 +57,7 @@ class Assistant:
 
     __slots__ = ("_client",)
 
-    def __init__(self, client: AsyncSamsar) -> None:
+    def __init__(self, client: BaseClient) -> None:
         self._client = client
 
     async def set_system_prompt(
@@ -91,7 +74,7 @@ class Assistant:
                 "system_prompt", f"must be a string or None, not {type(system_prompt).__name__}"
             )
         body = {"system_prompt": system_prompt or None}
-        return await self._client.post(
+        return await self._client._post(
             SYSTEM_PROMPT_PATH,
             body,
             parse_system_prompt,
@@ -101,9 +84,17 @@ class Assistant:
             extra_headers=extra_headers,
         )
 
-    async def clear_system_prompt(self, **options: Any) -> SystemPrompt:
+    async def clear_system_prompt(
+        self,
+        *,
+        timeout: Timeout | float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> SystemPrompt:
         """Clear the account-level system prompt (Samsar's default prompt applies again)."""
-        return await self.set_system_prompt(None, **options)
+        return await self.set_system_prompt(
+            None, timeout=timeout, retry=retry, extra_headers=extra_headers
+        )
 
     async def complete(
         self,
@@ -131,38 +122,21 @@ class Assistant:
         ``None`` are not sent. ``extra_body`` adds (or overrides) body fields.
         ``idempotency_key`` makes the call safe to repeat across processes.
         """
-        body: dict[str, Any] = {"session_id": _check_session_id(session_id)}
-        if input is not None:
-            body["input"] = unstructure_input(input)
-        if max_output_tokens is not None:
-            if (
-                isinstance(max_output_tokens, bool)
-                or not isinstance(max_output_tokens, int)
-                or max_output_tokens < 1
-            ):
-                raise InvalidArgumentError("max_output_tokens", "must be a positive integer")
-            body["max_output_tokens"] = max_output_tokens
-        if temperature is not None:
-            body["temperature"] = _check_number("temperature", temperature, 0, 2)
-        if top_p is not None:
-            body["top_p"] = _check_number("top_p", top_p, 0, 1)
-        if reasoning is not None:
-            body["reasoning"] = _check_mapping("reasoning", reasoning)
-        if metadata is not None:
-            body["metadata"] = _check_mapping("metadata", metadata)
-        if tools is not None:
-            if isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence):
-                raise InvalidArgumentError("tools", "must be a sequence of tools")
-            body["tools"] = [unstructure_tool(tool, i) for i, tool in enumerate(tools)]
-        if tool_choice is not None:
-            body["tool_choice"] = unstructure_tool_choice(tool_choice)
-        if extra_body is not None:
-            body.update(_check_mapping("extra_body", extra_body))
-        if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not idempotency_key.strip()
-        ):
-            raise InvalidArgumentError("idempotency_key", "must be a non-empty string")
-        return await self._client.post(
+        body = completion_body(
+            session_id,
+            input,
+            max_output_tokens,
+            temperature,
+            top_p,
+            reasoning,
+            metadata,
+            tools,
+            tool_choice,
+            extra_body,
+        )
+        if idempotency_key is not None:
+            check(CompletionRequest, "idempotency_key", idempotency_key)
+        return await self._client._post(
             COMPLETION_PATH,
             body,
             parse_completion,
@@ -173,13 +147,24 @@ class Assistant:
             extra_headers=extra_headers,
         )
 
+    async def _send(self, request: CompletionRequest) -> Response:
+        """:meth:`complete` for a :class:`CompletionRequest` (validated when it was built)."""
+        return await self._client._post(
+            COMPLETION_PATH,
+            request_body(request),
+            parse_completion,
+            session_id=request.session_id,
+            idempotency_key=request.idempotency_key,
+            extra_headers=request.extra_headers,
+        )
+
     def stream(
         self,
         session_id: str,
         input: CompletionInput | None = None,
         *,
         chunk_chars: int | None = None,
-        **options: Any,
+        **options: Unpack[CompletionOptions],
     ) -> AsyncGenerator[StreamEvent, None]:
         """:meth:`complete`, as OpenAI Responses streaming events.
 
@@ -220,7 +205,7 @@ class Assistant:
         session_id: str,
         input: CompletionInput | None,
         chunk_chars: int | None,
-        options: dict[str, Any],
+        options: CompletionOptions,
     ) -> AsyncGenerator[StreamEvent, None]:
         try:
             response = await self.complete(session_id, input, **options)
@@ -232,9 +217,18 @@ class Assistant:
         for event in events_from_response(response, chunk_chars=chunk_chars):
             yield event
 
-    def session(self, session_id: str) -> Session:
-        """A conversation helper bound to ``session_id``."""
-        return Session(self, _check_session_id(session_id))
+    def conversation(self, session_id: str) -> Conversation:
+        """The conversation helper for ``session_id``: its turns, credits and usage."""
+        return Conversation(self.complete, _check_session_id(session_id))
+
+    def session(self, session_id: str) -> Conversation:
+        """Deprecated alias of :meth:`conversation` (removed in the next release)."""
+        warnings.warn(
+            "client.assistant.session() is renamed client.assistant.conversation()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.conversation(session_id)
 
     def complete_many(
         self,
@@ -251,11 +245,11 @@ class Assistant:
         reorder window of ``concurrency``). Errors are results unless
         ``stop_on_error``. Once the last seen ``x-credits-remaining`` is below
         ``min_credits``, no new call is sent: the rest come back with a
-        :class:`~samsar_async.errors.CreditBudgetExceeded` error.
+        :class:`~samsar_async.errors.CreditBudgetExceededError` error.
         See :mod:`samsar_async.batch`.
         """
         return BatchRun(
-            self,
+            self._send,
             requests,
             concurrency=concurrency,
             ordered=ordered,

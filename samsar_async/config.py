@@ -1,7 +1,10 @@
-"""Defaults, in one place, and the small value types that configure a client.
+"""Defaults, and the small value types that configure a client and its calls.
 
-Every default the SDK uses is a named constant here, so a reader can find
-what happens when an argument is not passed.
+The defaults of the client and of a call (base URL, timeouts, connections,
+retries, the response cap) are named constants here, so a reader can find
+what happens when an argument is not passed. Defaults that belong to one
+helper live beside it (``complete_many``'s concurrency in
+:mod:`samsar_async.batch`, image file names in :mod:`samsar_async.images`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from ._validators import non_negative, optional, positive_int, positive_number
 from .errors import InvalidArgumentError
 
 __all__ = [
@@ -19,8 +23,16 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_REFUSED_STATUSES",
+    "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_UNKNOWN_STATUSES",
+    "NOT_SENT",
+    "OUTCOME_UNKNOWN",
+    "REFUSED",
     "UNSET",
+    "ClientState",
+    "RetryPolicy",
     "Timeout",
     "Unset",
 ]
@@ -61,13 +73,25 @@ UNSET: Final = Unset.UNSET
 """Sentinel for an argument that was not passed (``None`` may mean "clear" or "off")."""
 
 
-def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidArgumentError(
-            f"timeout.{attribute.name}", "must be a positive number of seconds or None"
-        )
+class ClientState(str, enum.Enum):
+    """The state of a client: *unopened*, *open* or *closed*.
+
+    A ``str`` enum, so ``client.state == "open"`` also works.
+    """
+
+    UNOPENED = "unopened"
+    """Constructed; nothing allocated yet (the pool opens on first use)."""
+    OPEN = "open"
+    """The connection pool exists."""
+    CLOSED = "closed"
+    """:meth:`~samsar_async.AsyncSamsar.close` was called; every further call raises
+    :class:`~samsar_async.errors.ClientClosedError`."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_timeout_seconds = optional(positive_number("timeout.", what="number of seconds or None"))
 
 
 @attrs.frozen
@@ -82,11 +106,9 @@ class Timeout:
     Expiry raises :class:`~samsar_async.errors.APITimeoutError`.
     """
 
-    connect: float | None = attrs.field(
-        default=DEFAULT_CONNECT_TIMEOUT, validator=_positive_or_none
-    )
-    read: float | None = attrs.field(default=DEFAULT_READ_TIMEOUT, validator=_positive_or_none)
-    total: float | None = attrs.field(default=DEFAULT_TOTAL_TIMEOUT, validator=_positive_or_none)
+    connect: float | None = attrs.field(default=DEFAULT_CONNECT_TIMEOUT, validator=_timeout_seconds)
+    read: float | None = attrs.field(default=DEFAULT_READ_TIMEOUT, validator=_timeout_seconds)
+    total: float | None = attrs.field(default=DEFAULT_TOTAL_TIMEOUT, validator=_timeout_seconds)
 
     @classmethod
     def of(cls, value: Timeout | float | None) -> Timeout:
@@ -100,3 +122,72 @@ class Timeout:
 
 DEFAULT_TIMEOUT: Final = Timeout()
 """10 s to connect, 300 s per attempt, 600 s for the whole call."""
+
+
+# --- retries -------------------------------------------------------------------
+
+NOT_SENT: Final = "not_sent"
+"""Retry condition: the request never left this process."""
+REFUSED: Final = "refused"
+"""Retry condition: the server refused the request before doing any work."""
+OUTCOME_UNKNOWN: Final = "outcome_unknown"
+"""Retry condition: the request was sent and the server may have done the work (and charged)."""
+
+_CONDITIONS: Final = frozenset({NOT_SENT, REFUSED, OUTCOME_UNKNOWN})
+
+DEFAULT_REFUSED_STATUSES: Final = frozenset({408, 409, 425, 429, 503})
+"""Statuses retried as *refused* (the server did no work)."""
+DEFAULT_UNKNOWN_STATUSES: Final = frozenset({500, 502, 504})
+"""Statuses retried as *outcome unknown* (only with an idempotency key)."""
+
+
+def _check_conditions(_inst: object, _attr: object, value: frozenset[str]) -> None:
+    unknown = set(value) - _CONDITIONS
+    if unknown:
+        raise InvalidArgumentError(
+            "retry_on", f"unknown conditions {sorted(unknown)}; use {sorted(_CONDITIONS)}"
+        )
+
+
+def _statuses(value: Any) -> frozenset[int]:
+    return frozenset(value)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a call is retried. Set one on the client; override it per call with ``retry=``.
+
+    - ``max_attempts``: attempts in all, the first included (1 turns retries off).
+    - ``initial_backoff`` / ``max_backoff``: exponential back-off with full jitter:
+      before retry *n* the wait is uniform in ``[0, min(max_backoff, initial_backoff * 2**(n-1))]``.
+    - ``max_total_time``: no retry starts later than this many seconds after the
+      call started (``None``: only the call's ``timeout.total`` bounds it).
+    - ``max_retry_after``: a server-requested wait (``Retry-After``/``retry-after-ms``)
+      is honoured up to this; a longer one ends the retries at once.
+    - ``retry_on``: which conditions are retried (:data:`NOT_SENT`, :data:`REFUSED`,
+      :data:`OUTCOME_UNKNOWN`; see :mod:`samsar_async.retry`).
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=positive_int())
+    initial_backoff: float = attrs.field(default=0.5, validator=non_negative())
+    max_backoff: float = attrs.field(default=8.0, validator=non_negative())
+    max_total_time: float | None = attrs.field(default=None, validator=optional(non_negative()))
+    max_retry_after: float = attrs.field(default=60.0, validator=non_negative())
+    retry_on: frozenset[str] = attrs.field(
+        default=_CONDITIONS, converter=frozenset, validator=_check_conditions
+    )
+    refused_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_REFUSED_STATUSES, converter=_statuses
+    )
+    unknown_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_UNKNOWN_STATUSES, converter=_statuses
+    )
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """One attempt, no retries (handy in tests)."""
+        return cls(max_attempts=1)
+
+
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+"""Three attempts, full-jitter back-off from 0.5 s up to 8 s."""

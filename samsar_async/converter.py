@@ -1,11 +1,15 @@
 """The one place that turns builders into JSON and JSON into models.
 
-A single :class:`cattrs.Converter` is built at import time, with every hook
-generated once; the per-call functions here only look hooks up in local
-variables. Models never import cattrs.
+Pure: bytes, mappings and builders in; JSON, models and exceptions out. It
+knows nothing of HTTP clients (the transport hands it a status, the headers
+and the body). A single :class:`cattrs.Converter` is built at import time,
+with every hook generated once; the per-call functions here only look hooks
+up in local variables. Models never import cattrs.
 
 - Unstructuring: builders (:mod:`samsar_async.inputs`) to the API's JSON
-  shapes. Plain dicts are passed through untouched.
+  shapes, validated with the validators of
+  :class:`~samsar_async.inputs.CompletionRequest` (:func:`completion_body`).
+  Plain dicts are passed through untouched.
 - Structuring: response JSON to :mod:`samsar_async.models`. Unknown keys are
   ignored; output items and content parts are tagged unions on ``type`` with
   an ``Unknown...`` default, so new item types never break a caller. A shape
@@ -22,8 +26,9 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
+import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.strategies import configure_tagged_union
@@ -35,7 +40,13 @@ from .errors import (
     InvalidArgumentError,
     status_error_class,
 )
-from .inputs import ImageGenerationTool, InputImage, InputText, Message
+from .inputs import (
+    CompletionRequest,
+    ImageGenerationTool,
+    InputImage,
+    InputText,
+    Message,
+)
 from .models import (
     NO_CREDITS,
     Credits,
@@ -50,17 +61,42 @@ from .models import (
     UnknownContent,
     UnknownOutputItem,
 )
-from .transport import RawResponse
 
 __all__ = [
+    "Answer",
+    "completion_body",
     "converter",
+    "parse_completion",
     "parse_credits",
+    "parse_system_prompt",
+    "request_body",
+    "status_error",
     "structure_response",
     "structure_system_prompt",
     "unstructure_input",
     "unstructure_tool",
     "unstructure_tool_choice",
 ]
+
+
+class Answer(Protocol):
+    """A complete HTTP answer as the transport hands it over (matched by shape: the
+    converter never imports the transport)."""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers (case-insensitive lookups)."""
+        ...
+
+    @property
+    def body(self) -> bytes:
+        """The whole body."""
+        ...
 
 
 # --- builders -> JSON -------------------------------------------------------
@@ -184,25 +220,85 @@ def unstructure_tool(tool: Any, index: int) -> Any:
     )
 
 
-_TOOL_CHOICE_MODES = ("auto", "none", "required")
+_REQUEST = attrs.fields(CompletionRequest)
+_SESSION_ID = _REQUEST.session_id
+_MAX_OUTPUT_TOKENS = _REQUEST.max_output_tokens
+_TEMPERATURE = _REQUEST.temperature
+_TOP_P = _REQUEST.top_p
+_REASONING = _REQUEST.reasoning
+_METADATA = _REQUEST.metadata
+_TOOLS = _REQUEST.tools
+_TOOL_CHOICE = _REQUEST.tool_choice
+_EXTRA_BODY = _REQUEST.extra_body
+
+
+def _validate(field: attrs.Attribute[Any], value: Any) -> Any:
+    assert field.validator is not None
+    field.validator(None, field, value)
+    return value
 
 
 def unstructure_tool_choice(choice: Any) -> Any:
     """The JSON form of ``tool_choice``; an :class:`ImageGenerationTool` forces that tool."""
-    if isinstance(choice, str):
-        if choice not in _TOOL_CHOICE_MODES:
-            raise InvalidArgumentError(
-                "tool_choice", f"{choice!r} is not one of {', '.join(_TOOL_CHOICE_MODES)}"
-            )
-        return choice
+    _validate(_TOOL_CHOICE, choice)
     if isinstance(choice, ImageGenerationTool):
         return {"type": "image_generation"}
-    if isinstance(choice, Mapping):
-        return choice
-    raise InvalidArgumentError(
-        "tool_choice",
-        f"must be 'auto', 'none', 'required', an ImageGenerationTool or a dict, "
-        f"not {type(choice).__name__}",
+    return choice
+
+
+def completion_body(
+    session_id: str,
+    input: Any = None,
+    max_output_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    reasoning: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    tools: Sequence[ImageGenerationTool | Mapping[str, Any]] | None = None,
+    tool_choice: Any = None,
+    extra_body: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of a completion, each field checked by :class:`CompletionRequest`'s
+    validator (the one definition); options left as ``None`` are not sent, and
+    ``extra_body`` adds (or overrides) body fields."""
+    if type(session_id) is not str or not session_id.strip():
+        _validate(_SESSION_ID, session_id)  # raises, naming the field
+    body: dict[str, Any] = {"session_id": session_id}
+    if input is not None:
+        body["input"] = unstructure_input(input)
+    if max_output_tokens is not None:
+        body["max_output_tokens"] = _validate(_MAX_OUTPUT_TOKENS, max_output_tokens)
+    if temperature is not None:
+        body["temperature"] = _validate(_TEMPERATURE, temperature)
+    if top_p is not None:
+        body["top_p"] = _validate(_TOP_P, top_p)
+    if reasoning is not None:
+        body["reasoning"] = _validate(_REASONING, reasoning)
+    if metadata is not None:
+        body["metadata"] = _validate(_METADATA, metadata)
+    if tools is not None:
+        _validate(_TOOLS, tools)
+        body["tools"] = [unstructure_tool(tool, i) for i, tool in enumerate(tools)]
+    if tool_choice is not None:
+        body["tool_choice"] = unstructure_tool_choice(tool_choice)
+    if extra_body is not None:
+        body.update(_validate(_EXTRA_BODY, extra_body))
+    return body
+
+
+def request_body(request: CompletionRequest) -> dict[str, Any]:
+    """The JSON body of a :class:`CompletionRequest` (see :func:`completion_body`)."""
+    return completion_body(
+        request.session_id,
+        request.input,
+        request.max_output_tokens,
+        request.temperature,
+        request.top_p,
+        request.reasoning,
+        request.metadata,
+        request.tools,
+        request.tool_choice,
+        request.extra_body,
     )
 
 
@@ -328,24 +424,21 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     if not detailed_validation:
         item_tuple = tuple[OutputItem, ...]
         conv.register_structure_hook_func(lambda t: t == item_tuple, _tuple_of(conv, OutputItem))
-    # Fields that do not come from the body arrive under private keys (see
-    # structure_response) and are passed through as they are.
+    # Fields that do not come from the body (credits, key, session, raw) are left to
+    # their defaults here and filled in by structure_response.
     conv.register_structure_hook(
         Response,
         make_dict_structure_fn(
             Response,
             conv,
-            credits=override(rename="\x00credits", struct_hook=_passthrough),
-            idempotency_key=override(rename="\x00idempotency_key", struct_hook=_passthrough),
-            session_id=override(rename="\x00session_id", struct_hook=_passthrough),
-            raw=override(rename="\x00raw", struct_hook=_passthrough),
+            credits=override(omit=True),
+            idempotency_key=override(omit=True),
+            session_id=override(omit=True),
+            raw=override(omit=True),
         ),
     )
     conv.register_structure_hook(
-        SystemPrompt,
-        make_dict_structure_fn(
-            SystemPrompt, conv, raw=override(rename="\x00raw", struct_hook=_passthrough)
-        ),
+        SystemPrompt, make_dict_structure_fn(SystemPrompt, conv, raw=override(omit=True))
     )
     return conv
 
@@ -358,21 +451,6 @@ _explainer = _make_converter(detailed_validation=True)
 
 _structure_response_fn = converter.get_structure_hook(Response)
 _structure_system_prompt_fn = converter.get_structure_hook(SystemPrompt)
-
-
-def _concat_output_text(output: Any) -> str:
-    parts: list[str] = []
-    if isinstance(output, list):
-        for item in output:
-            if isinstance(item, dict) and item.get("type") == "message":
-                content = item.get("content")
-                if isinstance(content, list):
-                    for part in content:
-                        if isinstance(part, dict) and part.get("type") == "output_text":
-                            text = part.get("text")
-                            if isinstance(text, str):
-                                parts.append(text)
-    return "".join(parts)
 
 
 def _validation_error(
@@ -415,22 +493,21 @@ def structure_response(
             status_code=status_code,
             idempotency_key=idempotency_key,
         )
-    payload = dict(data)
-    payload["\x00credits"] = credits
-    payload["\x00idempotency_key"] = idempotency_key
-    payload["\x00session_id"] = session_id
-    payload["\x00raw"] = data
+    try:
+        body: Response = _structure_response_fn(data, Response)
+    except Exception:  # TypeError, KeyError, ... from the generated hooks
+        raise _validation_error(data, Response, "response", status_code, idempotency_key) from None
     text = data.get("output_text")
     if not isinstance(text, str):
-        payload["output_text"] = _concat_output_text(data.get("output"))
-    if data.get("usage") is None:
-        payload.pop("usage", None)
-    try:
-        return _structure_response_fn(payload, Response)  # type: ignore[no-any-return]
-    except Exception:  # TypeError, KeyError, ... from the generated hooks
-        raise _validation_error(
-            payload, Response, "response", status_code, idempotency_key
-        ) from None
+        text = "".join(item.text for item in body.output if isinstance(item, OutputMessage))
+    return attrs.evolve(
+        body,
+        output_text=text,
+        credits=credits,
+        idempotency_key=idempotency_key,
+        session_id=session_id,
+        raw=data,
+    )
 
 
 def structure_system_prompt(data: Any, *, status_code: int = 200) -> SystemPrompt:
@@ -440,12 +517,11 @@ def structure_system_prompt(data: Any, *, status_code: int = 200) -> SystemPromp
             f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
             status_code=status_code,
         )
-    payload = dict(data)
-    payload["\x00raw"] = data
     try:
-        return _structure_system_prompt_fn(payload, SystemPrompt)  # type: ignore[no-any-return]
+        prompt: SystemPrompt = _structure_system_prompt_fn(data, SystemPrompt)
     except Exception:
-        raise _validation_error(payload, SystemPrompt, "system prompt", status_code, None) from None
+        raise _validation_error(data, SystemPrompt, "system prompt", status_code, None) from None
+    return attrs.evolve(prompt, raw=data)
 
 
 def _parse_decimal(value: str | None) -> Decimal | None:
@@ -485,7 +561,7 @@ def _is_json(content_type: str | None) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
-def decode_json_body(raw: RawResponse, idempotency_key: str | None) -> Any:
+def decode_json_body(raw: Answer, idempotency_key: str | None) -> Any:
     """The JSON of a 2xx answer; a wrong content type or invalid JSON is a validation error."""
     content_type = raw.headers.get("Content-Type")
     if not _is_json(content_type):
@@ -507,7 +583,7 @@ def decode_json_body(raw: RawResponse, idempotency_key: str | None) -> Any:
         ) from None
 
 
-def credits_of(raw: RawResponse) -> Credits:
+def credits_of(raw: Answer) -> Credits:
     """The credits headers of an answer."""
     headers = raw.headers
     return parse_credits(headers.get("x-credits-charged"), headers.get("x-credits-remaining"))
@@ -569,7 +645,7 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
     return seconds if seconds >= 0 and math.isfinite(seconds) else None
 
 
-def status_error(raw: RawResponse, idempotency_key: str | None) -> APIStatusError:
+def status_error(raw: Answer, idempotency_key: str | None) -> APIStatusError:
     """The :class:`APIStatusError` subclass for a non-2xx answer, with its message."""
     status = raw.status
     body: Any = None
@@ -626,9 +702,7 @@ _REASONS = {
 }
 
 
-def parse_completion(
-    raw: RawResponse, idempotency_key: str | None, session_id: str | None
-) -> Response:
+def parse_completion(raw: Answer, idempotency_key: str | None, session_id: str | None) -> Response:
     """A :class:`Response` from a 2xx completion answer."""
     data = decode_json_body(raw, idempotency_key)
     return structure_response(
@@ -641,7 +715,7 @@ def parse_completion(
 
 
 def parse_system_prompt(
-    raw: RawResponse, idempotency_key: str | None, _session_id: str | None
+    raw: Answer, idempotency_key: str | None, _session_id: str | None
 ) -> SystemPrompt:
     """A :class:`SystemPrompt` from a 2xx ``set_system_prompt`` answer."""
     return structure_system_prompt(decode_json_body(raw, idempotency_key), status_code=raw.status)

@@ -5,9 +5,10 @@ these classes at one boundary (:mod:`samsar_async.transport`). The tree::
 
     SamsarError
     ├── InvalidArgumentError (also ValueError)  bad input, refused before any network call
-    ├── ClientClosedError (also RuntimeError)   the client was used after close()
-    ├── ImageDecodeError                        a generated image is not valid base64 / empty
-    ├── CreditBudgetExceeded                    a batch stopped scheduling at ``min_credits``
+    ├── UsageError (also RuntimeError)          the SDK was used in a way it does not support
+    │   └── ClientClosedError                   the client was used after close()
+    ├── ImageDecodeError (also ValueError)      a generated image is not valid base64 / empty
+    ├── CreditBudgetExceededError               a batch stopped scheduling at ``min_credits``
     ├── StreamDecodeError (also ValueError)     a streaming event or SSE frame is malformed
     └── APIError                                a call to the API failed
         ├── APIConnectionError                  no usable HTTP response
@@ -36,10 +37,14 @@ behind it (the transport error, for connection failures).
 
 No exception text ever contains the API key: messages are built from status
 codes, server-provided messages and URLs without credentials.
+
+Deprecated alias (removed in the next release): ``CreditBudgetExceeded`` is
+:class:`CreditBudgetExceededError`.
 """
 
 from __future__ import annotations
 
+import warnings
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +66,7 @@ __all__ = [
     "BadRequestError",
     "ClientClosedError",
     "ConflictError",
-    "CreditBudgetExceeded",
+    "CreditBudgetExceededError",
     "ImageDecodeError",
     "InsufficientCreditsError",
     "InternalServerError",
@@ -73,6 +78,7 @@ __all__ = [
     "SamsarError",
     "StreamDecodeError",
     "UnprocessableEntityError",
+    "UsageError",
 ]
 
 
@@ -105,15 +111,22 @@ class InvalidArgumentError(SamsarError, ValueError):
         super().__init__(f"{field}: {reason}")
 
 
-class ClientClosedError(SamsarError, RuntimeError):
+class UsageError(SamsarError, RuntimeError):
+    """The SDK was used in a way it does not support; the message says what to do instead.
+
+    For example: iterating ``complete_many()`` outside its ``async with`` block.
+    """
+
+
+class ClientClosedError(UsageError):
     """The client was used after :meth:`AsyncSamsar.close`."""
 
 
-class ImageDecodeError(SamsarError):
+class ImageDecodeError(SamsarError, ValueError):
     """A generated image's base64 payload is invalid or decodes to nothing."""
 
 
-class CreditBudgetExceeded(SamsarError):
+class CreditBudgetExceededError(SamsarError):
     """A batch did not schedule this request: credits fell below ``min_credits``."""
 
     def __init__(self, remaining: Decimal | None, min_credits: Decimal) -> None:
@@ -289,3 +302,17 @@ def status_error_class(status_code: int) -> type[APIStatusError]:
     if status_code >= 500:
         return InternalServerError
     return APIStatusError
+
+
+_DEPRECATED = {"CreditBudgetExceeded": CreditBudgetExceededError}
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases: they warn, then resolve to the new name."""
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"samsar_async.errors.{name} is renamed {new.__name__}", DeprecationWarning, stacklevel=2
+    )
+    return new

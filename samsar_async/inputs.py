@@ -20,16 +20,30 @@ import base64
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
 
+from ._validators import (
+    mapping,
+    non_empty_str,
+    number_between,
+    optional,
+    positive_int,
+    string,
+)
 from .errors import InvalidArgumentError
 from .images import sniff_mime
 
+if TYPE_CHECKING:
+    from .config import RetryPolicy, Timeout, Unset
+
 __all__ = [
+    "REQUEST_FIELDS",
     "ROLES",
+    "TOOL_CHOICE_MODES",
     "CompletionInput",
+    "CompletionOptions",
     "CompletionRequest",
     "ContentPart",
     "ImageGenerationTool",
@@ -196,6 +210,9 @@ def _nonempty(content: tuple[str | ContentPart, ...]) -> tuple[str | ContentPart
     return content
 
 
+_opt_str = optional(string())
+
+
 @attrs.frozen
 class ImageGenerationTool:
     """The ``image_generation`` tool: ``{"type": "image_generation", ...}``.
@@ -203,17 +220,20 @@ class ImageGenerationTool:
     Options left as ``None`` are not sent. ``format`` is sent as the
     Responses API's ``output_format`` (``"png"``, ``"jpeg"`` or ``"webp"``).
     ``extra`` holds any further option, sent as given. Passed as
-    ``tool_choice``, it means "force an image for this turn".
+    ``tool_choice``, it means "force an image for this turn". Instances are
+    hashable (``extra`` takes no part in the hash, only in equality).
     """
 
-    size: str | None = None
-    quality: str | None = None
-    format: str | None = None
-    background: str | None = None
-    output_compression: int | None = None
-    moderation: str | None = None
-    model: str | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    size: str | None = attrs.field(default=None, validator=_opt_str)
+    quality: str | None = attrs.field(default=None, validator=_opt_str)
+    format: str | None = attrs.field(default=None, validator=_opt_str)
+    background: str | None = attrs.field(default=None, validator=_opt_str)
+    output_compression: int | None = attrs.field(
+        default=None, validator=optional(positive_int(minimum=0))
+    )
+    moderation: str | None = attrs.field(default=None, validator=_opt_str)
+    model: str | None = attrs.field(default=None, validator=_opt_str)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, validator=mapping(), hash=False)
 
 
 ToolChoice = Literal["auto", "none", "required"] | ImageGenerationTool | Mapping[str, Any]
@@ -228,23 +248,113 @@ CompletionInput = (
 """Everything ``complete(input=...)`` accepts."""
 
 
+def _check_input(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, Message, Mapping, Sequence)):
+        raise InvalidArgumentError(
+            "input",
+            "must be a str, Message, sequence of Message, sequence of InputText/InputImage, "
+            f"or dict, not {type(value).__name__}",
+        )
+
+
+def _check_tools(_inst: object, _attr: object, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError("tools", "must be a sequence of tools")
+    for i, tool in enumerate(value):
+        if not isinstance(tool, (ImageGenerationTool, Mapping)):
+            raise InvalidArgumentError(
+                f"tools[{i}]", f"must be an ImageGenerationTool or dict, not {type(tool).__name__}"
+            )
+
+
+TOOL_CHOICE_MODES = ("auto", "none", "required")
+"""The string values of ``tool_choice``."""
+
+
+def _check_tool_choice(_inst: object, _attr: object, value: Any) -> None:
+    if value is None or isinstance(value, (ImageGenerationTool, Mapping)):
+        return
+    if isinstance(value, str):
+        if value not in TOOL_CHOICE_MODES:
+            raise InvalidArgumentError(
+                "tool_choice", f"{value!r} is not one of {', '.join(TOOL_CHOICE_MODES)}"
+            )
+        return
+    raise InvalidArgumentError(
+        "tool_choice",
+        "must be 'auto', 'none', 'required', an ImageGenerationTool or a dict, "
+        f"not {type(value).__name__}",
+    )
+
+
+_opt_mapping = optional(mapping())
+
+
 @attrs.frozen(kw_only=True)
 class CompletionRequest:
-    """One completion, as data: what ``complete`` takes, for batches.
+    """One completion, as data: the one definition of what a completion takes.
 
-    Validation happens when the request is sent, with the same rules and
-    errors as :meth:`~samsar_async.assistant.Assistant.complete`.
+    Its fields are the keyword arguments of
+    :meth:`~samsar_async.assistant.Assistant.complete` (besides the per-call
+    ``timeout`` and ``retry``), with their defaults and validators; batch
+    lines, Ray columns, CLI flags and :class:`CompletionOptions` are derived
+    from or checked against it. Fields are validated on construction
+    (:class:`~samsar_async.errors.InvalidArgumentError` naming the field);
+    ``input`` is checked in depth when the request is turned into JSON.
+    Instances are hashable (mapping-valued fields take no part in the hash).
     """
 
-    session_id: str
-    input: CompletionInput | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    reasoning: Mapping[str, Any] | None = None
-    metadata: Mapping[str, str] | None = None
-    tools: Sequence[ImageGenerationTool | Mapping[str, Any]] | None = None
-    tool_choice: ToolChoice | None = None
-    extra_body: Mapping[str, Any] | None = None
-    extra_headers: Mapping[str, str] | None = None
-    idempotency_key: str | None = None
+    session_id: str = attrs.field(validator=non_empty_str())
+    input: CompletionInput | None = attrs.field(default=None, validator=_check_input, hash=False)
+    max_output_tokens: int | None = attrs.field(default=None, validator=optional(positive_int()))
+    temperature: float | None = attrs.field(default=None, validator=optional(number_between(0, 2)))
+    top_p: float | None = attrs.field(default=None, validator=optional(number_between(0, 1)))
+    reasoning: Mapping[str, Any] | None = attrs.field(
+        default=None, validator=_opt_mapping, hash=False
+    )
+    metadata: Mapping[str, str] | None = attrs.field(
+        default=None, validator=_opt_mapping, hash=False
+    )
+    tools: Sequence[ImageGenerationTool | Mapping[str, Any]] | None = attrs.field(
+        default=None, validator=_check_tools, hash=False
+    )
+    tool_choice: ToolChoice | None = attrs.field(
+        default=None, validator=_check_tool_choice, hash=False
+    )
+    extra_body: Mapping[str, Any] | None = attrs.field(
+        default=None, validator=_opt_mapping, hash=False
+    )
+    extra_headers: Mapping[str, str] | None = attrs.field(
+        default=None, validator=_opt_mapping, hash=False
+    )
+    idempotency_key: str | None = attrs.field(default=None, validator=optional(non_empty_str()))
+
+
+class CompletionOptions(TypedDict, total=False):
+    """The keyword options of a completion, for ``**options: Unpack[CompletionOptions]``.
+
+    The fields of :class:`CompletionRequest` but ``session_id`` and
+    ``input``, plus the per-call ``timeout`` and ``retry``. Used by
+    :meth:`~samsar_async.assistant.Assistant.stream` and
+    :meth:`~samsar_async.conversation.Conversation.send`, so a misspelt
+    option is a type error. (A test checks it against :class:`CompletionRequest`.)
+    """
+
+    max_output_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    reasoning: Mapping[str, Any] | None
+    metadata: Mapping[str, str] | None
+    tools: Sequence[ImageGenerationTool | Mapping[str, Any]] | None
+    tool_choice: ToolChoice | None
+    extra_body: Mapping[str, Any] | None
+    extra_headers: Mapping[str, str] | None
+    idempotency_key: str | None
+    timeout: Timeout | float | Unset | None
+    retry: RetryPolicy | Unset | None
+
+
+REQUEST_FIELDS: tuple[str, ...] = tuple(a.name for a in attrs.fields(CompletionRequest))
+"""The field names of :class:`CompletionRequest`, in order."""

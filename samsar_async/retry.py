@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -33,17 +33,28 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
+from .config import (
+    DEFAULT_REFUSED_STATUSES,
+    DEFAULT_RETRY_POLICY,
+    DEFAULT_UNKNOWN_STATUSES,
+    NOT_SENT,
+    OUTCOME_UNKNOWN,
+    REFUSED,
+    RetryPolicy,
+)
 from .errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
     APITimeoutError,
     Attempt,
-    InvalidArgumentError,
     OutcomeUnknownError,
 )
 
 __all__ = [
+    "DEFAULT_REFUSED_STATUSES",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_UNKNOWN_STATUSES",
     "NOT_SENT",
     "OUTCOME_UNKNOWN",
     "REFUSED",
@@ -54,78 +65,10 @@ __all__ = [
 
 logger = logging.getLogger("samsar_async")
 
-NOT_SENT: Final = "not_sent"
-"""The request never left this process."""
-REFUSED: Final = "refused"
-"""The server refused the request before doing any work."""
-OUTCOME_UNKNOWN: Final = "outcome_unknown"
-"""The request was sent and the server may have done the work (and charged)."""
-
-_CONDITIONS = frozenset({NOT_SENT, REFUSED, OUTCOME_UNKNOWN})
-
-DEFAULT_REFUSED_STATUSES: Final = frozenset({408, 409, 425, 429, 503})
-DEFAULT_UNKNOWN_STATUSES: Final = frozenset({500, 502, 504})
-
 T = TypeVar("T")
 
 _MIN_ATTEMPT_TIME = 0.1
 """No retry starts with less than this many seconds left before the call's deadline."""
-
-
-def _check_conditions(_inst: object, _attr: object, value: frozenset[str]) -> None:
-    unknown = set(value) - _CONDITIONS
-    if unknown:
-        raise InvalidArgumentError(
-            "retry_on", f"unknown conditions {sorted(unknown)}; use {sorted(_CONDITIONS)}"
-        )
-
-
-def _positive_int(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(attr.name, "must be an integer >= 1")
-
-
-def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float | None) -> None:
-    if value is not None and (isinstance(value, bool) or not value >= 0):
-        raise InvalidArgumentError(attr.name, "must be a number >= 0")
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """How a call is retried. Set one on the client; override it per call with ``retry=``.
-
-    - ``max_attempts``: attempts in all, the first included (1 turns retries off).
-    - ``initial_backoff`` / ``max_backoff``: exponential back-off with full jitter:
-      before retry *n* the wait is uniform in ``[0, min(max_backoff, initial_backoff * 2**(n-1))]``.
-    - ``max_total_time``: no retry starts later than this many seconds after the
-      call started (``None``: only the call's ``timeout.total`` bounds it).
-    - ``max_retry_after``: a server-requested wait (``Retry-After``/``retry-after-ms``)
-      is honoured up to this; a longer one ends the retries at once.
-    - ``retry_on``: which conditions are retried (see the module docstring).
-    """
-
-    max_attempts: int = attrs.field(default=3, validator=_positive_int)
-    initial_backoff: float = attrs.field(default=0.5, validator=_non_negative)
-    max_backoff: float = attrs.field(default=8.0, validator=_non_negative)
-    max_total_time: float | None = attrs.field(default=None, validator=_non_negative)
-    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
-    retry_on: frozenset[str] = attrs.field(
-        default=_CONDITIONS, converter=frozenset, validator=_check_conditions
-    )
-    refused_statuses: frozenset[int] = attrs.field(
-        default=DEFAULT_REFUSED_STATUSES, converter=frozenset
-    )
-    unknown_statuses: frozenset[int] = attrs.field(
-        default=DEFAULT_UNKNOWN_STATUSES, converter=frozenset
-    )
-
-    @classmethod
-    def disabled(cls) -> RetryPolicy:
-        """One attempt, no retries (handy in tests)."""
-        return cls(max_attempts=1)
-
-
-DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 
 
 @attrs.define(kw_only=True)

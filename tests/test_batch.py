@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -13,9 +12,10 @@ import pytest
 from samsar_async import (
     AsyncSamsar,
     CompletionRequest,
-    CreditBudgetExceeded,
+    CreditBudgetExceededError,
     InvalidArgumentError,
     NotFoundError,
+    UsageError,
 )
 from samsar_async.batch import BatchResult
 from samsar_async.testing import MockSamsarServer
@@ -32,8 +32,9 @@ async def test_five_thousand_over_two_thousand_sessions(
         for i in range(5000)
     ]
     seen: list[BatchResult] = []
-    async for result in client.assistant.complete_many(iter(requests), concurrency=32):
-        seen.append(result)
+    async with client.assistant.complete_many(iter(requests), concurrency=32) as results:
+        async for result in results:
+            seen.append(result)
     assert len(seen) == 5000
     assert sorted(r.index for r in seen) == list(range(5000))
     for r in seen:
@@ -86,10 +87,8 @@ async def test_async_iterable_and_ordered(client: AsyncSamsar, server: MockSamsa
         for i in range(200):
             yield CompletionRequest(session_id=sessions[i % 50], input=f"{i}")
 
-    indexes = [
-        r.index
-        async for r in client.assistant.complete_many(requests(), concurrency=8, ordered=True)
-    ]
+    async with client.assistant.complete_many(requests(), concurrency=8, ordered=True) as run:
+        indexes = [r.index async for r in run]
     assert indexes == list(range(200))
 
 
@@ -98,11 +97,12 @@ async def test_errors_are_results(client: AsyncSamsar, server: MockSamsarServer)
     requests = [
         CompletionRequest(session_id=good, input="ok"),
         CompletionRequest(session_id="0" * 24, input="missing session"),
-        CompletionRequest(session_id=good, input="x", max_output_tokens=0),
+        CompletionRequest(session_id=good, input=[]),  # refused when turned into JSON
         "not a request",
         CompletionRequest(session_id=good, input="ok again"),
     ]
-    results = {r.index: r async for r in client.assistant.complete_many(requests)}  # type: ignore[arg-type]
+    async with client.assistant.complete_many(requests) as run:  # type: ignore[arg-type]
+        results = {r.index: r async for r in run}
     assert results[0].ok
     assert isinstance(results[1].error, NotFoundError)
     assert isinstance(results[2].error, InvalidArgumentError)
@@ -116,9 +116,12 @@ async def test_stop_on_error(client: AsyncSamsar, server: MockSamsarServer) -> N
     good = server.create_session()
     requests = [CompletionRequest(session_id=good, input=f"{i}") for i in range(50)]
     requests.insert(3, CompletionRequest(session_id="f" * 24, input="boom"))
-    with pytest.raises(NotFoundError):
-        async for _ in client.assistant.complete_many(requests, concurrency=2, stop_on_error=True):
-            pass
+    with pytest.raises(NotFoundError):  # the result's own error, not an ExceptionGroup
+        async with client.assistant.complete_many(
+            requests, concurrency=2, stop_on_error=True
+        ) as run:
+            async for _ in run:
+                pass
     assert len(server.requests) < 51
 
 
@@ -128,12 +131,13 @@ async def test_min_credits_stops_scheduling(server: MockSamsarServer) -> None:
     requests = [
         CompletionRequest(session_id=s, input="a fairly long question " * 4) for s in sessions
     ]
-    async with AsyncSamsar(key, base_url=server.url) as c:
-        results = [
-            r async for r in c.assistant.complete_many(requests, concurrency=1, min_credits="0.8")
-        ]
+    async with (
+        AsyncSamsar(key, base_url=server.url) as c,
+        c.assistant.complete_many(requests, concurrency=1, min_credits="0.8") as run,
+    ):
+        results = [r async for r in run]
     assert len(results) == 40
-    stopped = [r for r in results if isinstance(r.error, CreditBudgetExceeded)]
+    stopped = [r for r in results if isinstance(r.error, CreditBudgetExceededError)]
     sent = [r for r in results if r.ok]
     assert stopped
     assert sent
@@ -161,24 +165,56 @@ async def test_leaving_early_cancels_in_flight(
             await server.wait_until(lambda s: s.held == 10)
             tg.cancel_scope.cancel()
     server.resume()
-    assert batch._runner is not None
-    assert batch._runner.done()
-    connector = client.transport.session.connector  # type: ignore[union-attr]
+    connector = client._transport.session.connector  # type: ignore[union-attr]
     assert len(connector._acquired) == 0  # type: ignore[union-attr]
     resp = await client.assistant.complete(sessions[0], "client still fine")
     assert resp.ok if hasattr(resp, "ok") else resp.output_text
 
 
-async def test_break_then_aclose(client: AsyncSamsar, server: MockSamsarServer) -> None:
+async def test_break_cancels_the_rest_at_once(
+    client: AsyncSamsar, server: MockSamsarServer
+) -> None:
+    server.pause()
     sessions = [server.create_session() for _ in range(50)]
-    batch = client.assistant.complete_many(
-        (CompletionRequest(session_id=s, input="x") for s in sessions), concurrency=4
-    )
-    async with contextlib.aclosing(batch):
-        async for _ in batch:
-            break
-    assert batch._runner is not None
-    assert batch._runner.done()
+    requests = (CompletionRequest(session_id=s, input="x") for s in sessions)
+    async with anyio.create_task_group() as tg:
+
+        async def release_first_four() -> None:
+            await server.wait_until(lambda s: s.held == 4)
+            server.resume()
+
+        tg.start_soon(release_first_four)
+        async with client.assistant.complete_many(requests, concurrency=4) as run:
+            async for _ in run:
+                break
+    # Leaving the block waited for every worker: no new call of the batch starts.
+    resp = await client.assistant.complete(sessions[0], "after the batch")
+    assert resp.output_text
+    batch_requests = [r for r in server.requests if r.body["input"] == "x"]  # type: ignore[index]
+    # The 4 released, plus at most one more per worker taken before the break
+    # (cancelled in flight: they may still reach the server).
+    assert len(batch_requests) <= 8
+
+
+async def test_iterating_outside_the_block_is_refused(
+    client: AsyncSamsar, server: MockSamsarServer
+) -> None:
+    requests = [CompletionRequest(session_id=server.create_session(), input="x")]
+    with pytest.raises(UsageError, match="async with"):
+        async for _ in client.assistant.complete_many(requests):
+            pass
+    assert server.requests == []
+
+
+async def test_aclose_inside_the_block_stops_it(
+    client: AsyncSamsar, server: MockSamsarServer
+) -> None:
+    sessions = [server.create_session() for _ in range(50)]
+    requests = (CompletionRequest(session_id=s, input="x") for s in sessions)
+    async with client.assistant.complete_many(requests, concurrency=4) as run:
+        async for _ in run:
+            await run.aclose()
+        assert [r async for r in run] == []
     assert len(server.ledger) < 50
 
 
@@ -187,3 +223,26 @@ async def test_bad_arguments(client: AsyncSamsar) -> None:
         client.assistant.complete_many([], concurrency=0)
     with pytest.raises(InvalidArgumentError, match="requests"):
         client.assistant.complete_many(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"min_credits": "abc"}, "min_credits"),
+        ({"min_credits": float("nan")}, "min_credits"),
+        ({"min_credits": Decimal("sNaN")}, "min_credits"),
+        ({"min_credits": Decimal("Infinity")}, "min_credits"),
+        ({"min_credits": object()}, "min_credits"),
+        ({"concurrency": True}, "concurrency"),
+        ({"ordered": "yes"}, "ordered"),
+        ({"stop_on_error": 1}, "stop_on_error"),
+    ],
+)
+async def test_options_are_checked_when_the_batch_is_made(
+    client: AsyncSamsar, server: MockSamsarServer, options: dict[str, object], field: str
+) -> None:
+    requests = [CompletionRequest(session_id=server.create_session(), input="x")]
+    with pytest.raises(InvalidArgumentError) as info:
+        client.assistant.complete_many(requests, **options)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert server.requests == []

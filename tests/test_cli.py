@@ -567,7 +567,7 @@ async def test_batch_min_credits_stops_sending_then_resumes(
     assert run.rc == 4
     rows, _ = read_rows(results)
     assert [row["ok"] for row in sorted(rows, key=lambda r: r["line"])] == [True] + [False] * 4
-    assert {row["error"]["type"] for row in rows if not row["ok"]} == {"CreditBudgetExceeded"}
+    assert {row["error"]["type"] for row in rows if not row["ok"]} == {"CreditBudgetExceededError"}
     assert len(server.ledger) == 1
 
     again = await samsar("batch", str(requests), "--out", str(results), server=server)

@@ -495,7 +495,7 @@ async def test_api_key_never_leaks(
         secret, base_url=server.url, retry=RetryPolicy(initial_backoff=0, max_backoff=0)
     )
     assert secret not in repr(c)
-    assert secret not in repr(c.transport)
+    assert secret not in repr(c._transport)
     async with c:
         with pytest.raises(AuthenticationError) as info:
             await c.assistant.complete(session_id, "x")

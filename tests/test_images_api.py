@@ -18,7 +18,7 @@ FORCE = ImageGenerationTool()
 
 
 async def test_generate_save_and_edit(client: AsyncSamsar, session_id: str, tmp_path: Path) -> None:
-    chat = client.assistant.session(session_id)
+    chat = client.assistant.conversation(session_id)
     first = await chat.generate_image("Create a clean launch poster.", size="32x32")
     [path] = await first.save_images(tmp_path / "out")
     assert path.parent == (tmp_path / "out").resolve()

@@ -293,7 +293,7 @@ async def test_cancellation_releases_connections(server: MockSamsarServer) -> No
                 await server.wait_until(lambda srv: srv.held == 50)
                 scope.cancel()
         assert scope.cancelled_caught
-        connector = c.transport.session.connector  # type: ignore[union-attr]
+        connector = c._transport.session.connector  # type: ignore[union-attr]
         assert connector is not None
         assert len(connector._acquired) == 0
         server.resume()

@@ -19,7 +19,7 @@ from samsar_async import (
     InvalidArgumentError,
     Timeout,
 )
-from samsar_async.sessions import SessionLocks
+from samsar_async._turns import TurnQueues
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
@@ -41,15 +41,16 @@ async def test_input_error_delivers_what_was_sent_then_raises_it(
 
     got = []
     with pytest.raises(InputBroke, match="the source failed"):
-        async for result in client.assistant.complete_many(requests(), concurrency=8):
-            got.append(result)
+        async with client.assistant.complete_many(requests(), concurrency=8) as run:
+            async for result in run:
+                got.append(result)
     assert len(got) == 3  # the calls already sent were not thrown away
     assert all(r.ok for r in got)
     assert len(server.ledger) == 3
 
 
 async def test_cancelled_waiter_racing_the_hand_over() -> None:
-    locks = SessionLocks()
+    locks = TurnQueues()
     assert locks.enter("s") is None  # we hold it
     turn = locks.enter("s")
     assert turn is not None
@@ -115,30 +116,3 @@ async def test_unserializable_values_are_refused_before_sending(
     with pytest.raises(InvalidArgumentError, match="JSON"):
         await client.assistant.complete(session_id, "x", metadata={"when": object()})
     assert server.requests == []
-
-
-async def test_bare_break_stops_intake(client: AsyncSamsar, server: MockSamsarServer) -> None:
-    """Without aclose(): the dropped iterator cancels its runner, no new calls start."""
-    server.pause()
-    sessions = [server.create_session() for _ in range(200)]
-    requests = (CompletionRequest(session_id=s, input="x") for s in sessions)
-    async with anyio.create_task_group() as tg:
-
-        async def release_first_four() -> None:
-            await server.wait_until(lambda s: s.held == 4)
-            server.resume()
-
-        tg.start_soon(release_first_four)
-        async for _ in client.assistant.complete_many(requests, concurrency=4):
-            break
-    # Let anything still scheduled run; a cancelled runner starts nothing new.
-    for _ in range(20):
-        await anyio.sleep(0)
-    await server.wait_until(lambda s: s.in_flight == 0)
-    settled = len(server.requests)
-    for _ in range(20):
-        await anyio.sleep(0)
-    assert len(server.requests) == settled
-    # The 4 released, plus at most one more per worker taken before the break
-    # (a runner left going would fill the result buffer too: 12 or more).
-    assert settled <= 8

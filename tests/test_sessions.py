@@ -14,7 +14,7 @@ from samsar_async import (
     NotFoundError,
     Response,
 )
-from samsar_async.sessions import SessionLocks
+from samsar_async._turns import TurnQueues
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +24,7 @@ async def test_twenty_sends_at_once_run_in_order(
     client: AsyncSamsar, server: MockSamsarServer, session_id: str
 ) -> None:
     server.latency = 0.002  # each turn takes a moment, so overlaps would show
-    chat = client.assistant.session(session_id)
+    chat = client.assistant.conversation(session_id)
     results: dict[int, Response] = {}
 
     async def send(i: int) -> None:
@@ -40,14 +40,14 @@ async def test_twenty_sends_at_once_run_in_order(
     logged = [r.body["input"] for r in server.requests]
     assert logged == [f"turn {i}" for i in range(20)]
     assert [t.input for t in chat.turns] == [f"turn {i}" for i in range(20)]
-    assert len(client.session_locks or ()) == 0  # the registry is empty when idle
+    assert len(client._turns or ()) == 0  # the registry is empty when idle
 
 
 async def test_direct_calls_and_helper_share_the_order(
     client: AsyncSamsar, server: MockSamsarServer, session_id: str
 ) -> None:
     server.pause()
-    chat = client.assistant.session(session_id)
+    chat = client.assistant.conversation(session_id)
     async with anyio.create_task_group() as tg:
         tg.start_soon(chat.send, "a")
         await server.wait_until(lambda s: s.held == 1)
@@ -74,7 +74,7 @@ async def test_sessions_run_in_parallel(client: AsyncSamsar, server: MockSamsarS
 async def test_serialization_can_be_turned_off(server: MockSamsarServer, session_id: str) -> None:
     server.pause()
     async with AsyncSamsar(server.api_key, base_url=server.url, serialize_sessions=False) as c:
-        assert c.session_locks is None
+        assert c._turns is None
         async with anyio.create_task_group() as tg:
             for i in range(3):
                 tg.start_soon(c.assistant.complete, session_id, f"{i}")
@@ -86,7 +86,7 @@ async def test_serialization_can_be_turned_off(server: MockSamsarServer, session
 async def test_turn_bookkeeping_and_failed_turns(
     client: AsyncSamsar, server: MockSamsarServer, session_id: str
 ) -> None:
-    chat = client.assistant.session(session_id)
+    chat = client.assistant.conversation(session_id)
     r1 = await chat.send("Write a short product launch caption.")
     server.faults.add(Fault.status(400))
     with pytest.raises(Exception, match="400"):
@@ -108,7 +108,7 @@ async def test_multimodal_turn_and_image_edits(
 ) -> None:
     from tests.test_inputs import tiny_png
 
-    chat = client.assistant.session(session_id)
+    chat = client.assistant.conversation(session_id)
     hero = InputImage.from_bytes(tiny_png())
     r2 = await chat.send([Message.user("Describe the hero image", hero)])
     assert "[1 image" in r2.output_text
@@ -125,13 +125,13 @@ async def test_multimodal_turn_and_image_edits(
 
 async def test_session_id_checked_up_front(client: AsyncSamsar) -> None:
     with pytest.raises(ValueError, match="session_id"):
-        client.assistant.session("")
+        client.assistant.conversation("")
     with pytest.raises(NotFoundError):
-        await client.assistant.session("f" * 24).send("x")
+        await client.assistant.conversation("f" * 24).send("x")
 
 
 async def test_locks_survive_cancelled_waiters() -> None:
-    locks = SessionLocks()
+    locks = TurnQueues()
     order: list[str] = []
     gate = anyio.Event()
 

@@ -71,7 +71,7 @@ changes the keys (lines already done are still skipped).
 from __future__ import annotations
 
 from .._version import __version__ as __version__
-from ..batchfile import BATCH_KEY_NAMESPACE, batch_idempotency_key, read_done_lines
+from ..requests_file import BATCH_KEY_NAMESPACE, batch_idempotency_key, read_done_lines
 from .app import main
 from .batch import BatchSummary, run_batch
 from .exits import (

@@ -2,7 +2,7 @@
 and summary shared with the Ray path (``--ray``), and the report on stderr.
 
 The batch-file format, resume rules and idempotency keys are described in
-:mod:`samsar_async.cli` and implemented in :mod:`samsar_async.batchfile`.
+:mod:`samsar_async.cli` and implemented in :mod:`samsar_async.requests_file`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 
-from ..batchfile import ResultsWriter, count_todo, iter_requests, read_done_lines, result_row
 from ..config import API_KEY_ENV, BASE_URL_ENV
-from ..errors import AuthenticationError, CreditBudgetExceeded, InsufficientCreditsError
+from ..errors import AuthenticationError, CreditBudgetExceededError, InsufficientCreditsError
+from ..requests_file import ResultsWriter, count_todo, iter_requests, read_done_lines, result_row
 from .exits import (
     EXIT_BATCH_FAILED,
     EXIT_CREDITS,
@@ -48,7 +48,7 @@ MAX_LOGGED_FAILURES: Final = 10
 """Failed batch lines reported on stderr one by one; the rest are only in the results."""
 
 _CREDIT_ERRORS: Final = frozenset(
-    {InsufficientCreditsError.__name__, CreditBudgetExceeded.__name__}
+    {InsufficientCreditsError.__name__, CreditBudgetExceededError.__name__}
 )
 
 

@@ -64,7 +64,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
 async def _image(args: argparse.Namespace) -> int:
     prompt = _text_arg(args.prompt)
     async with _client(args) as client:
-        chat = client.assistant.session(args.session_id)
+        chat = client.assistant.conversation(args.session_id)
         response = await chat.generate_image(
             prompt, size=args.size, quality=args.quality, format=args.format
         )

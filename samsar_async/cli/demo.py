@@ -63,7 +63,7 @@ async def _demo(args: argparse.Namespace, out: Path, where: Path) -> int:
             say()
 
             say(f"2. A three-turn conversation on session {session_id}:")
-            chat = client.assistant.session(session_id)
+            chat = client.assistant.conversation(session_id)
             for text in (
                 "Write a short product launch caption.",
                 "Make it punchier.",

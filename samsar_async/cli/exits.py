@@ -10,7 +10,7 @@ from ..errors import (
     APIConnectionError,
     APIError,
     AuthenticationError,
-    CreditBudgetExceeded,
+    CreditBudgetExceededError,
     ImageDecodeError,
     InsufficientCreditsError,
     InvalidArgumentError,
@@ -67,7 +67,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
-    if isinstance(exc, (InsufficientCreditsError, CreditBudgetExceeded)):
+    if isinstance(exc, (InsufficientCreditsError, CreditBudgetExceededError)):
         return EXIT_CREDITS
     if isinstance(exc, APIConnectionError):
         return EXIT_CONNECTION

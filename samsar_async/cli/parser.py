@@ -9,8 +9,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 
 from .._version import __version__
-from ..batchfile import BATCH_KEY_NAMESPACE
 from ..config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TIMEOUT
+from ..requests_file import BATCH_KEY_NAMESPACE
 from .batch import DEFAULT_BATCH_CONCURRENCY, _cmd_batch
 from .commands import (
     _cmd_complete,

@@ -52,17 +52,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import _json
 from ..batch import BatchResult
-from ..batchfile import (
+from ..client import AsyncSamsar
+from ..config import API_KEY_ENV
+from ..errors import InvalidArgumentError
+from ..inputs import REQUEST_FIELDS, CompletionRequest
+from ..requests_file import (
     Malformed,
     batch_idempotency_key,
     error_info,
     make_row,
     parse_line,
 )
-from ..client import AsyncSamsar
-from ..config import API_KEY_ENV
-from ..errors import InvalidArgumentError
-from ..inputs import CompletionRequest
 
 if TYPE_CHECKING:
     import pyarrow
@@ -96,17 +96,13 @@ RESULT_COLUMNS: Final = (
 )
 """The columns of every output row (credits are decimal strings)."""
 
-_OPTION_COLUMNS: Final = (
-    "input",
-    "max_output_tokens",
-    "temperature",
-    "top_p",
-    "reasoning",
-    "metadata",
-    "tools",
-    "tool_choice",
-    "extra_body",
+_OPTION_COLUMNS: Final = tuple(
+    name
+    for name in REQUEST_FIELDS
+    if name not in ("session_id", "idempotency_key", "extra_headers")
 )
+"""The request columns besides ``session_id`` and ``idempotency_key``: derived from
+:class:`~samsar_async.inputs.CompletionRequest`."""
 _REQUEST_FIELDS: Final = frozenset(_OPTION_COLUMNS) | {"session_id", "idempotency_key"}
 
 
@@ -386,7 +382,7 @@ def run_batch_file(
     """The result rows of ``samsar batch --ray``: the lines of a requests file not in ``done``.
 
     Lines are parsed on the driver with the single-machine rules and sent with
-    the same idempotency keys (:func:`~samsar_async.batchfile.batch_idempotency_key`),
+    the same idempotency keys (:func:`~samsar_async.requests_file.batch_idempotency_key`),
     so a file may be resumed on one machine after a cluster run and vice versa
     without charging a line twice. Rows come in the single-machine format
     (``line``, ``error`` as ``{type, message, status}``, ...) as Ray finishes

@@ -24,7 +24,7 @@ import attrs
 
 from . import _json
 from .errors import APIStatusError, InvalidArgumentError
-from .inputs import CompletionRequest
+from .inputs import REQUEST_FIELDS, CompletionRequest
 
 if TYPE_CHECKING:
     from .batch import BatchResult
@@ -49,10 +49,8 @@ BATCH_KEY_NAMESPACE: Final = uuid.UUID("70cd1133-fdc8-5999-bef3-12eba4bb6f38")
 """Namespace of batch idempotency keys: ``uuid5(NAMESPACE_URL,
 "https://pypi.org/project/samsar-async/#cli-batch")``."""
 
-LINE_FIELDS: Final = frozenset(
-    a.name for a in attrs.fields(CompletionRequest) if a.name != "extra_headers"
-)
-"""The fields a request line may have."""
+LINE_FIELDS: Final = frozenset(REQUEST_FIELDS) - {"extra_headers"}
+"""The fields a request line may have: :class:`CompletionRequest`'s, but ``extra_headers``."""
 
 
 def _one_line(text: str) -> str:
@@ -187,7 +185,10 @@ def parse_line(raw: bytes, line: int, key: str) -> CompletionRequest | Malformed
         obj["idempotency_key"] = own_key
     else:
         obj["idempotency_key"] = key
-    return CompletionRequest(**obj)
+    try:
+        return CompletionRequest(**obj)
+    except InvalidArgumentError as exc:
+        return Malformed(line, f"line {line}: {exc}", key, sid)
 
 
 def count_todo(path: Path, done: set[int]) -> tuple[int, int]:

@@ -1,0 +1,387 @@
+"""``BaseClient``: configuration, the pooled transport, and one logical call with retries.
+
+The resources (``client.assistant``, conversations, batches) hold a
+:class:`BaseClient` and call its :meth:`~BaseClient._post`;
+:class:`~samsar_async.client.AsyncSamsar`, which composes them, is a
+``BaseClient`` that nobody below it imports.
+
+A client has three states (:class:`~samsar_async.config.ClientState`):
+*unopened* (constructed; nothing allocated), *open* (the connection pool
+exists: created lazily, inside the running loop, on first use) and *closed*
+(after ``close()`` or ``async with``; any further call raises
+:class:`~samsar_async.errors.ClientClosedError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from . import _json
+from ._turns import TurnQueues
+from ._version import __version__
+from .config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_RETRY_POLICY,
+    DEFAULT_TIMEOUT,
+    UNSET,
+    ClientState,
+    RetryPolicy,
+    Timeout,
+    Unset,
+)
+from .converter import Answer, status_error
+from .errors import APIConnectTimeoutError, APIError, ClientClosedError, InvalidArgumentError
+from .retry import RetryBudget, retry_failed_call
+from .transport import Transport, client_timeout
+
+__all__ = ["BaseClient"]
+
+logger = logging.getLogger("samsar_async")
+
+T = TypeVar("T")
+
+_USER_AGENT = f"samsar-async/{__version__} python/{platform.python_version()}"
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``, several times cheaper (it is on every call's path)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _check_api_key(api_key: str | None) -> str:
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+    if api_key is None or not api_key.strip():
+        raise InvalidArgumentError(
+            "api_key", f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable"
+        )
+    if not isinstance(api_key, str):
+        raise InvalidArgumentError("api_key", "must be a string")
+    if any(c in api_key for c in "\r\n\0") or api_key != api_key.strip():
+        raise InvalidArgumentError(
+            "api_key", "contains whitespace or control characters (a copy-paste error?)"
+        )
+    return api_key
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base_url: str | None, allow_insecure_http: bool) -> str:
+    if base_url is None:
+        base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    if not isinstance(base_url, str):
+        raise InvalidArgumentError("base_url", "must be a string")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgumentError(
+            "base_url", f"{base_url!r} is not an http:// or https:// URL with a host"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidArgumentError(
+            "base_url", "must not carry credentials; pass the API key as api_key="
+        )
+    if parts.query or parts.fragment:
+        raise InvalidArgumentError("base_url", "must not have a query or fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise InvalidArgumentError(
+            "base_url",
+            f"plain http:// to {parts.hostname} would send the API key unencrypted; "
+            "use https:// or pass allow_insecure_http=True",
+        )
+    return base_url.rstrip("/")
+
+
+def _check_max_connections(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError("max_connections", "must be an integer >= 1")
+    return value
+
+
+class BaseClient:
+    """What every client shares: configuration, the pooled transport, and calls.
+
+    Args:
+        api_key: the Bearer key; defaults to ``$SAMSAR_API_KEY``. Never shown in
+            a repr, an exception or a log line.
+        base_url: defaults to ``$SAMSAR_BASE_URL`` or ``https://api.samsar.one/v1``
+            (the documented alias ``https://api.samsar.one/api/v1`` works too).
+        timeout: a :class:`~samsar_async.config.Timeout`, a number (the total
+            deadline of a call, retries included) or ``None`` (no limits).
+        max_connections: cap on concurrent HTTP connections (keep-alive pooled).
+        default_headers: extra headers sent with every request.
+        retry: the :class:`~samsar_async.retry.RetryPolicy` of every call;
+            ``None`` turns retries off.
+        retry_budget: the client-wide :class:`~samsar_async.retry.RetryBudget`;
+            ``None`` turns it off.
+        idempotency_keys: send one ``Idempotency-Key`` per logical call, repeated
+            by its retries (default). Without keys, failures whose outcome is
+            unknown are not retried.
+        serialize_sessions: run completions on the same ``session_id`` one at a
+            time, in call order (default).
+        max_response_bytes: the largest answer read (64 MiB by default).
+        allow_insecure_http: allow a plain ``http://`` base URL to a non-loopback host.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: Timeout | float | None = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        default_headers: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+        retry_budget: RetryBudget | Unset | None = UNSET,
+        idempotency_keys: bool = True,
+        serialize_sessions: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = _check_api_key(api_key)
+        self.base_url: str = _check_base_url(base_url, allow_insecure_http)
+        """The API's base URL, without a trailing slash."""
+        self.timeout: Timeout = Timeout.of(timeout)
+        """The default timeouts of every call."""
+        self.retry: RetryPolicy = retry if retry is not None else RetryPolicy.disabled()
+        """The default retry policy of every call."""
+        self.retry_budget: RetryBudget | None = (
+            RetryBudget() if isinstance(retry_budget, Unset) else retry_budget
+        )
+        """The client-wide retry budget (``None``: off)."""
+        self.idempotency_keys: bool = idempotency_keys
+        """Whether each logical call carries an ``Idempotency-Key``."""
+        self._turns: TurnQueues | None = TurnQueues() if serialize_sessions else None
+        headers = {
+            "User-Agent": _USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        if default_headers:
+            headers.update(default_headers)
+        headers["Authorization"] = f"Bearer {key}"
+        self._transport = Transport(
+            headers=headers,
+            max_connections=_check_max_connections(max_connections),
+            max_response_bytes=max_response_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} base_url={self.base_url!r} state={self.state.value}>"
+
+    @property
+    def state(self) -> ClientState:
+        """The client's :class:`~samsar_async.config.ClientState` (unopened, open, closed)."""
+        if self._transport.closed:
+            return ClientState.CLOSED
+        return ClientState.UNOPENED if self._transport.session is None else ClientState.OPEN
+
+    async def close(self) -> None:
+        """Close the pooled connections. The client cannot be used afterwards."""
+        await self._transport.close()
+
+    def _check_open(self) -> None:
+        if self._transport.closed:
+            raise ClientClosedError(
+                f"this {type(self).__name__} client is closed; create a new one"
+            )
+
+    def _new_idempotency_key(self) -> str | None:
+        """A fresh key for one logical call (a uuid4), or ``None`` when keys are turned off."""
+        return _uuid4() if self.idempotency_keys else None
+
+    async def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        parse: Callable[[Answer, str | None, str | None], T],
+        *,
+        session_id: str | None = None,
+        idempotent: bool = False,
+        timeout: Timeout | float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """POST ``body`` to ``path`` with retries; ``parse`` turns a 2xx answer into a result.
+
+        ``session_id`` serializes the call with the others on that session.
+        ``idempotent`` says a repeat is harmless even without a key.
+        """
+        transport = self._transport
+        if transport.closed:
+            self._check_open()
+        if extra_headers and idempotency_key is None:
+            for name, value in extra_headers.items():
+                if name.lower() == "idempotency-key":
+                    idempotency_key = value  # the caller's key, not a fresh one
+        key = idempotency_key if idempotency_key is not None else self._new_idempotency_key()
+        headers: dict[str, str] | None = None
+        if key is not None or extra_headers:
+            headers = (
+                {k: v for k, v in extra_headers.items() if k.lower() != "idempotency-key"}
+                if extra_headers
+                else {}
+            )
+            if key is not None:
+                headers["Idempotency-Key"] = key
+        try:
+            data = _json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError("body", f"a value cannot be sent as JSON ({exc})") from None
+        call = _Call(
+            transport,
+            path,
+            self.base_url + path,
+            data,
+            headers,
+            key,
+            self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout),
+            parse,
+            session_id,
+        )
+        locks = self._turns
+        if locks is not None and session_id is not None:
+            # Take the session's place in line now, in call order; wait only if it is busy.
+            turn = locks.enter(session_id)
+            if turn is not None:
+                await locks.wait(session_id, turn)
+        try:
+            # The deadline starts once the call may run (after its session's earlier turns).
+            started = time.monotonic()
+            total = call.timeout.total
+            if total is not None:
+                call.deadline = started + total
+            try:
+                result = await call.send()
+            except APIError as exc:
+                policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY
+                return await retry_failed_call(
+                    exc,
+                    call.send,
+                    policy=policy,
+                    budget=self.retry_budget,
+                    has_key=key is not None or idempotent,
+                    deadline=call.deadline,
+                    started=started,
+                )
+            budget = self.retry_budget
+            if budget is not None:
+                budget.on_success(0)
+            return result
+        finally:
+            if locks is not None and session_id is not None:
+                locks.leave(session_id)
+
+
+_NO_RETRY = RetryPolicy.disabled()
+
+
+class _Call(Generic[T]):
+    """The state of one logical call; :meth:`send` makes one attempt."""
+
+    __slots__ = (
+        "attempt",
+        "data",
+        "deadline",
+        "headers",
+        "key",
+        "parse",
+        "path",
+        "session_id",
+        "timeout",
+        "transport",
+        "url",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str,
+        url: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        key: str | None,
+        timeout: Timeout,
+        parse: Callable[[Answer, str | None, str | None], T],
+        session_id: str | None,
+    ) -> None:
+        self.transport = transport
+        self.path = path
+        self.url = url
+        self.data = data
+        self.headers = headers
+        self.key = key
+        self.timeout = timeout
+        self.parse = parse
+        self.session_id = session_id
+        self.deadline: float | None = None
+        self.attempt = 0
+
+    async def send(self) -> T:
+        """One attempt: POST, then parse a 2xx or raise the status error."""
+        self.attempt += 1
+        t = self.timeout
+        limit = t.read
+        deadline = self.deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise APIConnectTimeoutError(
+                    f"the call's {t.total}s deadline passed before attempt {self.attempt}",
+                    idempotency_key=self.key,
+                )
+            # Round so that equal budgets share one cached ClientTimeout (never to 0:
+            # aiohttp reads 0 as "no limit").
+            limit = max(round(left if limit is None or left < limit else limit, 3), 0.001)
+        started = time.monotonic()
+        try:
+            raw = await self.transport.post(
+                self.url,
+                self.data,
+                headers=self.headers,
+                timeout=client_timeout(connect=t.connect, attempt=limit),
+                idempotency_key=self.key,
+            )
+        except APIError as exc:
+            logger.debug(
+                "POST %s attempt=%d failed=%s elapsed=%.3fs",
+                self.path,
+                self.attempt,
+                type(exc).__name__,
+                time.monotonic() - started,
+            )
+            raise
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
+                self.path,
+                self.attempt,
+                raw.status,
+                time.monotonic() - started,
+                raw.headers.get("x-credits-charged"),
+            )
+        if 200 <= raw.status < 300:
+            return self.parse(raw, self.key, self.session_id)
+        raise status_error(raw, self.key)

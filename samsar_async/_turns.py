@@ -1,0 +1,89 @@
+"""Session turns: one chain per ``session_id``, never two turns at once.
+
+Samsar keeps each session's response chain on the server, so two turns sent
+at once on one ``session_id`` would race for the same chain.
+:class:`TurnQueues` (one per client) serializes every completion on a
+session id, in call order (FIFO), whoever sends it: a
+:class:`~samsar_async.conversation.Conversation`, a direct ``complete`` call
+or a batch. Different sessions run in parallel. An entry lives only while a
+call on that session is running or waiting, so the registry never grows
+beyond the sessions in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["TurnQueues"]
+
+T = TypeVar("T")
+
+
+class TurnQueues:
+    """Per-session FIFO locks, created on demand and dropped when idle.
+
+    An uncontended call costs two dict operations: a session with no call
+    running gets an empty waiter queue; later callers wait on a future each,
+    and a finishing call hands the session straight to the oldest waiter
+    (no barging), so calls run in the order they arrived.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        # session id -> futures of the calls waiting behind the running one
+        self._entries: dict[str, deque[asyncio.Future[None]]] = {}
+
+    def __len__(self) -> int:
+        """Sessions with a call running or waiting."""
+        return len(self._entries)
+
+    def enter(self, session_id: str) -> asyncio.Future[None] | None:
+        """Claim ``session_id``: ``None`` when it was free (the caller now holds it),
+        else a future to pass to :meth:`wait`. No await: the place in the queue is
+        taken at once, in call order."""
+        waiters = self._entries.get(session_id)
+        if waiters is None:
+            self._entries[session_id] = deque()
+            return None
+        turn = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
+        return turn
+
+    async def wait(self, session_id: str, turn: asyncio.Future[None]) -> None:
+        """Wait for the turn :meth:`enter` queued; on return the caller holds the session."""
+        try:
+            await turn
+        except BaseException:
+            waiters = self._entries.get(session_id)
+            if turn.done() and not turn.cancelled():
+                if waiters is not None:
+                    self._hand_over(session_id, waiters)  # our turn came: pass it on
+            elif waiters is not None and turn in waiters:
+                waiters.remove(turn)  # (the holder may already have skipped it)
+            raise
+
+    def leave(self, session_id: str) -> None:
+        """Release ``session_id`` to the oldest waiting call (or forget it when none)."""
+        self._hand_over(session_id, self._entries[session_id])
+
+    async def run(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` once every earlier call on ``session_id`` has finished."""
+        turn = self.enter(session_id)
+        if turn is not None:
+            await self.wait(session_id, turn)
+        try:
+            return await call()
+        finally:
+            self.leave(session_id)
+
+    def _hand_over(self, session_id: str, waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._entries[session_id]
