@@ -1,18 +1,18 @@
-"""Generated images: strict base64 decoding, format sniffing and atomic saving.
+"""Generated images on disk: :func:`save_image` and :func:`save_images`.
 
 The API returns each generated image as an ``image_generation_call`` output
 item whose ``result`` is base64 text (PNG, JPEG, WebP or GIF).
-:class:`GeneratedImage` keeps that text as ``str`` and decodes it only when
-asked:
+:class:`~samsar_async.models.GeneratedImage` (``response.images``) holds that
+text and decodes it only when asked:
 
 - :attr:`GeneratedImage.size`, :attr:`~GeneratedImage.mime_type` and
   :attr:`~GeneratedImage.extension` never decode the whole payload (the size
   comes from the text's length and padding, the format from the first 16
   characters);
 - :attr:`GeneratedImage.data` decodes everything at once and caches the bytes;
-- :meth:`GeneratedImage.save` and :func:`save_images` decode chunk by chunk
-  straight into a temporary file from a worker thread, then move it into place
-  atomically.
+- :func:`save_image` and :func:`save_images` (this module: the only one that
+  writes image files) decode chunk by chunk straight into a temporary file
+  from a worker thread, then move it into place atomically.
 
 Decoding is strict: only the standard alphabet ``A-Z a-z 0-9 + /``, a length
 that is a multiple of 4, at most two ``=`` and only at the very end. The API
@@ -28,7 +28,6 @@ standard library decodes, in smaller chunks.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import errno
 import importlib
@@ -37,11 +36,10 @@ import pathlib
 import re
 import secrets
 import string
-import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import anyio
@@ -49,13 +47,17 @@ import anyio.from_thread
 import anyio.to_thread
 import attrs
 
-from .errors import ImageDecodeError, InvalidArgumentError
+from . import _base64
+from ._base64 import OCTET_STREAM, Decoder, extension_for, sniff_mime
+from .errors import InvalidArgumentError
+from .models import GeneratedImage, _label
 
 __all__ = [
     "DEFAULT_NAME_PATTERN",
     "GeneratedImage",
     "UnknownImageFormatWarning",
     "extension_for",
+    "save_image",
     "save_images",
     "sniff_mime",
 ]
@@ -70,27 +72,13 @@ and ``{ext}`` (``".png"``, ``".jpg"``, ``".webp"``, ``".gif"`` or ``".bin"``).
 
 NAME_PLACEHOLDERS: Final = frozenset({"response_id", "index", "image_id", "session_id", "ext"})
 
-OCTET_STREAM: Final = "application/octet-stream"
-
-_EXTENSIONS: Final[dict[str, str]] = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-}
 
 _FALLBACK_NAME: Final = "image"
 _MAX_PART_CHARS: Final = 64
 """Cap on each placeholder value in a generated name."""
 _MAX_NAME_CHARS: Final = 200
 """Cap on a generated file name (leaves room for the temp-file affixes under 255)."""
-_HEAD_CHARS: Final = 16
-"""Base64 characters decoded to sniff the format: 12 bytes, enough for every magic."""
-_WRITE_CHUNK_BYTES: Final = 1024 * 1024
-"""Write size when the decoded bytes are already cached."""
-
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
-_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 _WINDOWS_RESERVED: Final = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
     | {f"COM{i}" for i in range(1, 10)}
@@ -118,58 +106,6 @@ class UnknownImageFormatWarning(UserWarning):
 # --------------------------------------------------------------------------- formats
 
 
-def sniff_mime(data: bytes | bytearray | memoryview) -> str | None:
-    """The image MIME type from the magic bytes at the start of ``data``, or ``None``.
-
-    Recognizes PNG, JPEG, WebP (``RIFF....WEBP``) and GIF (87a and 89a); the
-    first 12 bytes are enough.
-    """
-    head = bytes(data[:12])
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
-def extension_for(mime: str) -> str:
-    """The file extension (with its dot) for a MIME type; ``".bin"`` when unknown.
-
-    Parameters such as ``; charset=...`` and letter case are ignored.
-    """
-    base = mime.split(";", 1)[0].strip().lower()
-    if base == "image/jpg":
-        base = "image/jpeg"
-    return _EXTENSIONS.get(base, ".bin")
-
-
-# --------------------------------------------------------------------------- decoders
-
-
-@attrs.frozen
-class _Decoder:
-    """A strict base64 decoder and the chunk size that keeps each call short.
-
-    ``decode`` takes ASCII base64 text whose length is a multiple of 4 and
-    raises ``ValueError`` (``binascii.Error`` is one) on anything invalid. It
-    holds the GIL for its whole run, so ``chunk_chars`` bounds how long the
-    event loop can be kept waiting while a worker thread saves an image.
-    """
-
-    name: str
-    decode: Callable[[str], bytes]
-    chunk_chars: int = attrs.field()
-
-    @chunk_chars.validator
-    def _check_chunk(self, _attribute: attrs.Attribute[int], value: int) -> None:
-        if value <= 0 or value % 4:
-            raise ValueError("chunk_chars must be a positive multiple of 4")
-
-
 _yield_cpu: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 # anyio imports its asyncio backend on first use (~15 ms): do it now, at import
@@ -177,56 +113,6 @@ _yield_cpu: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep
 # aiohttp means asyncio, so this is the backend every save uses.
 with contextlib.suppress(ImportError):
     importlib.import_module("anyio._backends._asyncio")
-
-
-_STRICT_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-
-def _regex_checked_decode(text: str) -> bytes:
-    """Strict decoding for Python 3.10, whose ``a2b_base64`` has no ``strict_mode``.
-
-    Only used for text whose length is a multiple of 4: then the regex plus
-    the lenient decoder accept exactly what ``strict_mode=True`` accepts.
-    """
-    if _STRICT_BASE64.fullmatch(text) is None:
-        raise binascii.Error("Non-base64 digit found")
-    return binascii.a2b_base64(text)
-
-
-if sys.version_info >= (3, 11):
-
-    def _stdlib_decode(text: str) -> bytes:
-        return binascii.a2b_base64(text, strict_mode=True)
-
-else:
-    _stdlib_decode = _regex_checked_decode
-
-
-_STDLIB: Final = _Decoder("stdlib", _stdlib_decode, 256 * 1024)
-"""~0.3-1 ms per 256 KiB chunk of text: the loop thread gets the GIL between chunks."""
-
-
-def _load_pybase64() -> _Decoder | None:
-    try:
-        import pybase64
-    except ImportError:
-        return None
-
-    def decode(text: str) -> bytes:
-        return pybase64.b64decode(text, validate=True)
-
-    # Many times faster than the standard library: 1 MiB of text decodes in
-    # ~0.1 ms. Bigger chunks gain nothing measurable and cost memory (each
-    # chunk is a text slice plus its decoded bytes).
-    return _Decoder("pybase64", decode, 1024 * 1024)
-
-
-def _select_decoder() -> _Decoder:
-    return _load_pybase64() or _STDLIB
-
-
-_DECODER: _Decoder = _select_decoder()
-"""The decoder in use. Tests swap it (monkeypatch) to exercise both paths."""
 
 
 # --------------------------------------------------------------------------- names
@@ -296,271 +182,6 @@ def _build_name(pattern: str, image: GeneratedImage, ext: str) -> str:
     return result
 
 
-# --------------------------------------------------------------------------- the image
-
-
-def _check_str(_inst: object, attribute: attrs.Attribute[str], value: object) -> None:
-    if not isinstance(value, str):
-        raise InvalidArgumentError(attribute.name, f"must be a str, not {type(value).__name__}")
-
-
-def _check_optional_str(
-    _inst: object, attribute: attrs.Attribute[str | None], value: object
-) -> None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidArgumentError(
-            attribute.name, f"must be a str or None, not {type(value).__name__}"
-        )
-
-
-def _check_index(_inst: object, attribute: attrs.Attribute[int], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(attribute.name, "must be an int >= 0")
-
-
-@attrs.frozen(eq=False)
-class GeneratedImage:
-    """One generated image, as base64 text, with where it came from.
-
-    Immutable; compares by identity. The decoded bytes, once computed by
-    :attr:`data`, are cached on the instance.
-
-    ``id``, ``response_id`` and ``session_id`` come from the server and are
-    not trusted: they only reach the file system through :meth:`save`'s name
-    sanitizing.
-    """
-
-    id: str = attrs.field(validator=_check_str)
-    """The ``image_generation_call`` item's id."""
-    b64: str = attrs.field(repr=False, validator=_check_str)
-    """The base64 text exactly as received (never bytes)."""
-    revised_prompt: str | None = attrs.field(default=None, validator=_check_optional_str)
-    response_id: str | None = attrs.field(default=None, validator=_check_optional_str)
-    session_id: str | None = attrs.field(default=None, validator=_check_optional_str)
-    index: int = attrs.field(default=0, validator=_check_index)
-    """Position among the response's images."""
-
-    _data: bytes | None = attrs.field(default=None, init=False, repr=False)
-    _mime: str | None = attrs.field(default=None, init=False, repr=False)
-
-    @classmethod
-    def from_b64(
-        cls,
-        b64: str | bytes | bytearray | memoryview,
-        *,
-        id: str = _FALLBACK_NAME,
-        revised_prompt: str | None = None,
-        response_id: str | None = None,
-        session_id: str | None = None,
-        index: int = 0,
-    ) -> GeneratedImage:
-        """Build an image from base64 text obtained elsewhere.
-
-        Unlike the constructor, this accepts bytes and removes whitespace
-        (line-wrapped base64 such as ``base64``'s output). Nothing is decoded
-        yet.
-        """
-        if isinstance(b64, (bytes, bytearray, memoryview)):
-            try:
-                text = bytes(b64).decode("ascii")
-            except UnicodeDecodeError as exc:
-                raise ImageDecodeError(
-                    f"image {_label(id)}: invalid base64: non-ASCII byte at offset {exc.start}"
-                ) from None
-        elif isinstance(b64, str):
-            text = b64
-        else:
-            raise InvalidArgumentError("b64", f"must be str or bytes, not {type(b64).__name__}")
-        text = "".join(text.split())
-        return cls(
-            id=id,
-            b64=text,
-            revised_prompt=revised_prompt,
-            response_id=response_id,
-            session_id=session_id,
-            index=index,
-        )
-
-    # ------------------------------------------------------------------ cheap facts
-
-    @property
-    def size(self) -> int:
-        """Decoded size in bytes, from the text's length and padding (no decoding).
-
-        Raises :class:`ImageDecodeError` if the length or padding is invalid.
-        Characters are not checked here: :attr:`data` and :meth:`save` do that.
-        """
-        if self._data is not None:
-            return len(self._data)
-        return self._structure()
-
-    @property
-    def mime_type(self) -> str:
-        """``"image/png"``, ``"image/jpeg"``, ``"image/webp"``, ``"image/gif"``,
-        or ``"application/octet-stream"`` when the format is not recognized.
-
-        Only the first 16 base64 characters are decoded.
-        """
-        if self._mime is None:
-            object.__setattr__(self, "_mime", sniff_mime(self._head()) or OCTET_STREAM)
-        assert self._mime is not None
-        return self._mime
-
-    @property
-    def extension(self) -> str:
-        """``".png"``, ``".jpg"``, ``".webp"``, ``".gif"`` or ``".bin"``."""
-        return extension_for(self.mime_type)
-
-    @property
-    def data(self) -> bytes:
-        """The decoded bytes: strictly decoded in one go on first use, then cached.
-
-        To write a file, prefer :meth:`save`, which never holds the whole
-        decoded image in memory and never blocks the event loop.
-        """
-        if self._data is None:
-            self._structure()
-            try:
-                decoded = _DECODER.decode(self.b64)
-            except ValueError:
-                raise self._invalid(self.b64, 0) from None
-            if not decoded:  # unreachable after _structure(); kept as the contract
-                raise ImageDecodeError(f"image {_label(self.id)}: decodes to no bytes")
-            object.__setattr__(self, "_data", decoded)
-        assert self._data is not None
-        return self._data
-
-    # ------------------------------------------------------------------ saving
-
-    async def save(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        overwrite: bool = False,
-        name: str = DEFAULT_NAME_PATTERN,
-    ) -> pathlib.Path:
-        """Write the image to disk atomically and return the resolved path.
-
-        If ``path`` is an existing directory, or a string ending with a path
-        separator (``"out/"``; a ``pathlib.Path`` cannot carry one), the file
-        is created inside it (the directory is created if missing), named
-        from the ``name`` pattern (:data:`DEFAULT_NAME_PATTERN`) with every
-        placeholder value sanitized to ``[A-Za-z0-9._-]``. Otherwise ``path``
-        is the file itself; its missing parent directories are created.
-
-        The bytes go to a temporary file next to the destination, are
-        fsync'ed, then moved into place: ``os.link`` when ``overwrite`` is
-        false (an existing file, even one created concurrently, is never
-        replaced: :class:`FileExistsError`), ``os.replace`` when it is true.
-        On any failure (invalid base64, disk error, cancellation) the
-        temporary file is removed and the destination is not created.
-
-        An unrecognized format is saved anyway (``.bin`` in generated names)
-        with an :class:`UnknownImageFormatWarning`.
-        """
-        _parse_pattern(name)
-        filename = _build_name(name, self, self.extension)
-        raw = os.fspath(path)
-        if not isinstance(raw, str):
-            raise InvalidArgumentError("path", "must be a str or os.PathLike[str]")
-        seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
-        target = _Target(raw, filename, force_dir=raw.endswith(seps))
-        return await self._save(target, overwrite=overwrite, stacklevel=3)
-
-    async def _save(self, target: _Target, *, overwrite: bool, stacklevel: int) -> pathlib.Path:
-        job = _SaveJob(self, target, overwrite, _DECODER)
-        try:
-            dest = await anyio.to_thread.run_sync(job.run)
-        except BaseException:
-            if job.abort():
-                # Only after a raw asyncio Task.cancel() (anyio's cancellation waits
-                # for the worker): let the worker notice, clean up and stop.
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(job.finished.wait)
-            raise
-        if self.mime_type == OCTET_STREAM:
-            warnings.warn(
-                f"image {_label(self.id)} is not PNG, JPEG, WebP or GIF; saved as {dest.name!r}",
-                UnknownImageFormatWarning,
-                stacklevel=stacklevel,
-            )
-        return dest
-
-    # ------------------------------------------------------------------ decoding
-
-    def _structure(self) -> int:
-        """Check length and padding; return the decoded size."""
-        text = self.b64
-        n = len(text)
-        if n == 0:
-            raise ImageDecodeError(f"image {_label(self.id)}: empty base64 payload")
-        if n % 4:
-            raise ImageDecodeError(
-                f"image {_label(self.id)}: invalid base64: length {n} is not a multiple "
-                "of 4 (truncated or unpadded)"
-            )
-        pad = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
-        if n >= 3 and text[-3] == "=":
-            raise ImageDecodeError(
-                f"image {_label(self.id)}: invalid base64: more than two '=' at the end"
-            )
-        return n // 4 * 3 - pad
-
-    def _head(self) -> bytes:
-        if self._data is not None:
-            return self._data[:12]
-        self._structure()
-        head = self.b64[:_HEAD_CHARS]
-        try:
-            if len(self.b64) > _HEAD_CHARS and head.endswith("="):
-                raise ValueError
-            return _stdlib_decode(head)
-        except ValueError:
-            raise self._invalid(head, 0) from None
-
-    def _chunks(self, decoder: _Decoder) -> Iterator[bytes | memoryview]:
-        """Yield the decoded bytes piece by piece (strict)."""
-        if self._data is not None:
-            view = memoryview(self._data)
-            for start in range(0, len(view), _WRITE_CHUNK_BYTES):
-                yield view[start : start + _WRITE_CHUNK_BYTES]
-            return
-        self._structure()
-        text = self.b64
-        total = len(text)
-        step = decoder.chunk_chars
-        for start in range(0, total, step):
-            chunk = text[start : start + step]
-            try:
-                if start + step < total and chunk.endswith("="):
-                    raise ValueError  # padding before the end of the payload
-                decoded = decoder.decode(chunk)
-            except ValueError:
-                raise self._invalid(chunk, start) from None
-            del chunk
-            yield decoded
-
-    def _invalid(self, chunk: str, offset: int) -> ImageDecodeError:
-        """Say where ``chunk`` (at ``offset`` in the payload) is invalid, without its text."""
-        match = _NOT_BASE64.search(chunk)
-        if match is not None:
-            char = match.group()
-            kind = "whitespace" if char.isspace() else "non-base64 character"
-            reason = f"{kind} {char!r} at offset {offset + match.start()}"
-        else:
-            pos = chunk.find("=")
-            if pos >= 0:
-                reason = f"padding '=' at offset {offset + pos} is not at the end"
-            else:
-                reason = f"rejected by the decoder near offset {offset}"
-        return ImageDecodeError(f"image {_label(self.id)}: invalid base64: {reason}")
-
-
-def _label(image_id: str) -> str:
-    """A short, printable rendering of an untrusted id for messages."""
-    return repr(image_id[:80] + "…") if len(image_id) > 80 else repr(image_id)
-
-
 # --------------------------------------------------------------------------- the save job
 
 
@@ -602,7 +223,7 @@ class _SaveJob:
     """
 
     def __init__(
-        self, image: GeneratedImage, target: _Target, overwrite: bool, decoder: _Decoder
+        self, image: GeneratedImage, target: _Target, overwrite: bool, decoder: Decoder
     ) -> None:
         self._image = image
         self._target = target
@@ -693,6 +314,64 @@ class _SaveJob:
                 raise
 
 
+async def save_image(
+    image: GeneratedImage,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    name: str = DEFAULT_NAME_PATTERN,
+) -> pathlib.Path:
+    """Write ``image`` to disk atomically and return the resolved path.
+
+    If ``path`` is an existing directory, or a string ending with a path
+    separator (``"out/"``; a ``pathlib.Path`` cannot carry one), the file
+    is created inside it (the directory is created if missing), named
+    from the ``name`` pattern (:data:`DEFAULT_NAME_PATTERN`) with every
+    placeholder value sanitized to ``[A-Za-z0-9._-]``. Otherwise ``path``
+    is the file itself; its missing parent directories are created.
+
+    The bytes go to a temporary file next to the destination, are
+    fsync'ed, then moved into place: ``os.link`` when ``overwrite`` is
+    false (an existing file, even one created concurrently, is never
+    replaced: :class:`FileExistsError`), ``os.replace`` when it is true.
+    On any failure (invalid base64, disk error, cancellation) the
+    temporary file is removed and the destination is not created.
+
+    An unrecognized format is saved anyway (``.bin`` in generated names)
+    with an :class:`UnknownImageFormatWarning`.
+    """
+    _parse_pattern(name)
+    filename = _build_name(name, image, image.extension)
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise InvalidArgumentError("path", "must be a str or os.PathLike[str]")
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    target = _Target(raw, filename, force_dir=raw.endswith(seps))
+    return await _save(image, target, overwrite=overwrite, stacklevel=3)
+
+
+async def _save(
+    image: GeneratedImage, target: _Target, *, overwrite: bool, stacklevel: int
+) -> pathlib.Path:
+    job = _SaveJob(image, target, overwrite, _base64.DECODER)
+    try:
+        dest = await anyio.to_thread.run_sync(job.run)
+    except BaseException:
+        if job.abort():
+            # Only after a raw asyncio Task.cancel() (anyio's cancellation waits
+            # for the worker): let the worker notice, clean up and stop.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(job.finished.wait)
+        raise
+    if image.mime_type == OCTET_STREAM:
+        warnings.warn(
+            f"image {_label(image.id)} is not PNG, JPEG, WebP or GIF; saved as {dest.name!r}",
+            UnknownImageFormatWarning,
+            stacklevel=stacklevel,
+        )
+    return dest
+
+
 def _exists(dest: pathlib.Path) -> FileExistsError:
     return FileExistsError(
         errno.EEXIST, "File exists (pass overwrite=True to replace it)", str(dest)
@@ -723,10 +402,10 @@ async def save_images(
 ) -> list[pathlib.Path]:
     """Save every image into the directory ``path`` (created if missing).
 
-    Each file is named from the ``name`` pattern as in
-    :meth:`GeneratedImage.save`. Everything that can be checked without
-    writing is checked first: the pattern, each payload's length, padding and
-    format, and that no two images get the same name
+    Each file is named from the ``name`` pattern as in :func:`save_image`.
+    Everything that can be checked without writing is checked first: the
+    pattern, each payload's length, padding and format, and that no two
+    images get the same name
     (:class:`~samsar_async.errors.InvalidArgumentError`). The images are then
     written one after the other, each atomically; if one fails, the ones
     before it stay saved. Returns the resolved paths, in order.
@@ -749,5 +428,5 @@ async def save_images(
         targets.append(_Target(raw, filename, force_dir=True))
     saved: list[pathlib.Path] = []
     for image, target in zip(images, targets, strict=True):  # not a comprehension: stacklevel
-        saved.append(await image._save(target, overwrite=overwrite, stacklevel=3))
+        saved.append(await _save(image, target, overwrite=overwrite, stacklevel=3))
     return saved

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
 
+from ._base64 import sniff_mime
 from ._validators import (
     mapping,
     non_empty_str,
@@ -33,7 +34,6 @@ from ._validators import (
     string,
 )
 from .errors import InvalidArgumentError
-from .images import sniff_mime
 
 if TYPE_CHECKING:
     from .config import RetryPolicy, Timeout, Unset

@@ -10,18 +10,19 @@ each keeping its data. The whole payload is on :attr:`Response.raw`.
 from __future__ import annotations
 
 import functools
-import os
-import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
 
-from .images import DEFAULT_NAME_PATTERN, GeneratedImage, save_images
+from . import _base64
+from ._base64 import HEAD_CHARS, NOT_BASE64, OCTET_STREAM, WRITE_CHUNK_BYTES, Decoder
+from .errors import ImageDecodeError, InvalidArgumentError
 
 __all__ = [
     "Credits",
+    "GeneratedImage",
     "ImageGenerationCall",
     "OutputContent",
     "OutputItem",
@@ -34,6 +35,214 @@ __all__ = [
     "UnknownOutputItem",
     "Usage",
 ]
+
+
+def _check_str(_inst: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(attribute.name, f"must be a str, not {type(value).__name__}")
+
+
+def _check_optional_str(
+    _inst: object, attribute: attrs.Attribute[str | None], value: object
+) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgumentError(
+            attribute.name, f"must be a str or None, not {type(value).__name__}"
+        )
+
+
+def _check_index(_inst: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(attribute.name, "must be an int >= 0")
+
+
+@attrs.frozen(eq=False)
+class GeneratedImage:
+    """One generated image, as base64 text, with where it came from.
+
+    Immutable; compares by identity. The decoded bytes, once computed by
+    :attr:`data`, are cached on the instance.
+
+    ``id``, ``response_id`` and ``session_id`` come from the server and are
+    not trusted: they only reach the file system through the name sanitizing
+    of :func:`samsar_async.images.save_image`.
+    """
+
+    id: str = attrs.field(validator=_check_str)
+    """The ``image_generation_call`` item's id."""
+    b64: str = attrs.field(repr=False, validator=_check_str)
+    """The base64 text exactly as received (never bytes)."""
+    revised_prompt: str | None = attrs.field(default=None, validator=_check_optional_str)
+    response_id: str | None = attrs.field(default=None, validator=_check_optional_str)
+    session_id: str | None = attrs.field(default=None, validator=_check_optional_str)
+    index: int = attrs.field(default=0, validator=_check_index)
+    """Position among the response's images."""
+
+    _data: bytes | None = attrs.field(default=None, init=False, repr=False)
+    _mime: str | None = attrs.field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_b64(
+        cls,
+        b64: str | bytes | bytearray | memoryview,
+        *,
+        id: str = "image",
+        revised_prompt: str | None = None,
+        response_id: str | None = None,
+        session_id: str | None = None,
+        index: int = 0,
+    ) -> GeneratedImage:
+        """Build an image from base64 text obtained elsewhere.
+
+        Unlike the constructor, this accepts bytes and removes whitespace
+        (line-wrapped base64 such as ``base64``'s output). Nothing is decoded
+        yet.
+        """
+        if isinstance(b64, (bytes, bytearray, memoryview)):
+            try:
+                text = bytes(b64).decode("ascii")
+            except UnicodeDecodeError as exc:
+                raise ImageDecodeError(
+                    f"image {_label(id)}: invalid base64: non-ASCII byte at offset {exc.start}"
+                ) from None
+        elif isinstance(b64, str):
+            text = b64
+        else:
+            raise InvalidArgumentError("b64", f"must be str or bytes, not {type(b64).__name__}")
+        text = "".join(text.split())
+        return cls(
+            id=id,
+            b64=text,
+            revised_prompt=revised_prompt,
+            response_id=response_id,
+            session_id=session_id,
+            index=index,
+        )
+
+    # ------------------------------------------------------------------ cheap facts
+
+    @property
+    def size(self) -> int:
+        """Decoded size in bytes, from the text's length and padding (no decoding).
+
+        Raises :class:`ImageDecodeError` if the length or padding is invalid.
+        Characters are not checked here: :attr:`data` and saving do that.
+        """
+        if self._data is not None:
+            return len(self._data)
+        return self._structure()
+
+    @property
+    def mime_type(self) -> str:
+        """``"image/png"``, ``"image/jpeg"``, ``"image/webp"``, ``"image/gif"``,
+        or ``"application/octet-stream"`` when the format is not recognized.
+
+        Only the first 16 base64 characters are decoded.
+        """
+        if self._mime is None:
+            object.__setattr__(self, "_mime", _base64.sniff_mime(self._head()) or OCTET_STREAM)
+        assert self._mime is not None
+        return self._mime
+
+    @property
+    def extension(self) -> str:
+        """``".png"``, ``".jpg"``, ``".webp"``, ``".gif"`` or ``".bin"``."""
+        return _base64.extension_for(self.mime_type)
+
+    @property
+    def data(self) -> bytes:
+        """The decoded bytes: strictly decoded in one go on first use, then cached.
+
+        To write a file, prefer :func:`samsar_async.images.save_image`, which
+        never holds the whole decoded image in memory and never blocks the
+        event loop.
+        """
+        if self._data is None:
+            self._structure()
+            try:
+                decoded = _base64.DECODER.decode(self.b64)
+            except ValueError:
+                raise self._invalid(self.b64, 0) from None
+            if not decoded:  # unreachable after _structure(); kept as the contract
+                raise ImageDecodeError(f"image {_label(self.id)}: decodes to no bytes")
+            object.__setattr__(self, "_data", decoded)
+        assert self._data is not None
+        return self._data
+
+    # ------------------------------------------------------------------ decoding
+
+    def _structure(self) -> int:
+        """Check length and padding; return the decoded size."""
+        text = self.b64
+        n = len(text)
+        if n == 0:
+            raise ImageDecodeError(f"image {_label(self.id)}: empty base64 payload")
+        if n % 4:
+            raise ImageDecodeError(
+                f"image {_label(self.id)}: invalid base64: length {n} is not a multiple "
+                "of 4 (truncated or unpadded)"
+            )
+        pad = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
+        if n >= 3 and text[-3] == "=":
+            raise ImageDecodeError(
+                f"image {_label(self.id)}: invalid base64: more than two '=' at the end"
+            )
+        return n // 4 * 3 - pad
+
+    def _head(self) -> bytes:
+        if self._data is not None:
+            return self._data[:12]
+        self._structure()
+        head = self.b64[:HEAD_CHARS]
+        try:
+            if len(self.b64) > HEAD_CHARS and head.endswith("="):
+                raise ValueError
+            return _base64.stdlib_decode(head)
+        except ValueError:
+            raise self._invalid(head, 0) from None
+
+    def _chunks(self, decoder: Decoder) -> Iterator[bytes | memoryview]:
+        """Yield the decoded bytes piece by piece (strict); the saver in
+        :mod:`samsar_async.images` writes them one at a time."""
+        if self._data is not None:
+            view = memoryview(self._data)
+            for start in range(0, len(view), WRITE_CHUNK_BYTES):
+                yield view[start : start + WRITE_CHUNK_BYTES]
+            return
+        self._structure()
+        text = self.b64
+        total = len(text)
+        step = decoder.chunk_chars
+        for start in range(0, total, step):
+            chunk = text[start : start + step]
+            try:
+                if start + step < total and chunk.endswith("="):
+                    raise ValueError  # padding before the end of the payload
+                decoded = decoder.decode(chunk)
+            except ValueError:
+                raise self._invalid(chunk, start) from None
+            del chunk
+            yield decoded
+
+    def _invalid(self, chunk: str, offset: int) -> ImageDecodeError:
+        """Say where ``chunk`` (at ``offset`` in the payload) is invalid, without its text."""
+        match = NOT_BASE64.search(chunk)
+        if match is not None:
+            char = match.group()
+            kind = "whitespace" if char.isspace() else "non-base64 character"
+            reason = f"{kind} {char!r} at offset {offset + match.start()}"
+        else:
+            pos = chunk.find("=")
+            if pos >= 0:
+                reason = f"padding '=' at offset {offset + pos} is not at the end"
+            else:
+                reason = f"rejected by the decoder near offset {offset}"
+        return ImageDecodeError(f"image {_label(self.id)}: invalid base64: {reason}")
+
+
+def _label(image_id: str) -> str:
+    """A short, printable rendering of an untrusted id for messages."""
+    return repr(image_id[:80] + "…") if len(image_id) > 80 else repr(image_id)
 
 
 @attrs.frozen
@@ -199,13 +408,3 @@ class Response:
                     )
                 )
         return tuple(images)
-
-    async def save_images(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        overwrite: bool = False,
-        name: str = DEFAULT_NAME_PATTERN,
-    ) -> list[pathlib.Path]:
-        """Save every generated image under ``path``; see :meth:`GeneratedImage.save`."""
-        return await save_images(self.images, path, overwrite=overwrite, name=name)

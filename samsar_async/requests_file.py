@@ -24,6 +24,7 @@ import attrs
 
 from . import _json
 from .errors import APIStatusError, InvalidArgumentError
+from .images import save_images
 from .inputs import REQUEST_FIELDS, CompletionRequest
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ async def result_row(
     images: list[str] = []
     if response is not None and response.images:
         try:
-            paths = await response.save_images(images_dir, overwrite=True)
+            paths = await save_images(response.images, images_dir, overwrite=True)
         except Exception as exc:  # the call succeeded; a re-run replays it and saves again
             error = exc
         else:

@@ -57,8 +57,8 @@ import attrs
 
 from .converter import structure_response
 from .errors import APIResponseValidationError, InvalidArgumentError, StreamDecodeError
-from .images import GeneratedImage
 from .models import (
+    GeneratedImage,
     ImageGenerationCall,
     OutputMessage,
     OutputText,

@@ -23,13 +23,14 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from samsar_async import images
+from samsar_async import _base64
 from samsar_async.errors import ImageDecodeError, InvalidArgumentError
 from samsar_async.images import (
     DEFAULT_NAME_PATTERN,
     GeneratedImage,
     UnknownImageFormatWarning,
     extension_for,
+    save_image,
     save_images,
     sniff_mime,
 )
@@ -101,14 +102,14 @@ def probe(monkeypatch: pytest.MonkeyPatch, chunk_chars: int, hook: Callable[[int
         nonlocal calls
         calls += 1
         hook(calls)
-        return images._STDLIB.decode(text)
+        return _base64.STDLIB.decode(text)
 
-    monkeypatch.setattr(images, "_DECODER", images._Decoder("probe", decode, chunk_chars))
+    monkeypatch.setattr(_base64, "DECODER", _base64.Decoder("probe", decode, chunk_chars))
 
 
-def pybase64_decoder() -> images._Decoder:
+def pybase64_decoder() -> _base64.Decoder:
     pytest.importorskip("pybase64")
-    decoder = images._load_pybase64()
+    decoder = _base64._load_pybase64()
     assert decoder is not None
     return decoder
 
@@ -208,8 +209,8 @@ MARKER = "SECRETPAYLOADSECRETPAYLOADXY"  # 28 base64-alphabet characters
 def test_strict_decode_errors(
     monkeypatch: pytest.MonkeyPatch, decoder: str, text: str, why: str
 ) -> None:
-    chosen = images._STDLIB if decoder == "stdlib" else pybase64_decoder()
-    monkeypatch.setattr(images, "_DECODER", chosen)
+    chosen = _base64.STDLIB if decoder == "stdlib" else pybase64_decoder()
+    monkeypatch.setattr(_base64, "DECODER", chosen)
     img = GeneratedImage(id="ig_bad", b64=text)
     with pytest.raises(ImageDecodeError, match=why) as info:
         _ = img.data
@@ -267,7 +268,7 @@ def test_repr_hides_payload() -> None:
 
 
 async def test_save_into_existing_directory(tmp_path: Path) -> None:
-    dest = await image(PNG).save(tmp_path)
+    dest = await save_image(image(PNG), tmp_path)
     assert dest == tmp_path.resolve() / "resp_1-0.png"
     assert dest.is_absolute()
     assert dest.read_bytes() == PNG
@@ -276,14 +277,14 @@ async def test_save_into_existing_directory(tmp_path: Path) -> None:
 
 async def test_save_with_trailing_separator_creates_directories(tmp_path: Path) -> None:
     out = tmp_path / "new" / "dir"
-    dest = await image(JPEG, index=2).save(str(out) + os.sep)
+    dest = await save_image(image(JPEG, index=2), str(out) + os.sep)
     assert dest == out.resolve() / "resp_1-2.jpg"
     assert dest.read_bytes() == JPEG
 
 
 async def test_save_exact_file_creates_parents(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "picture.data"
-    dest = await image(GIF89).save(target)
+    dest = await save_image(image(GIF89), target)
     assert dest == target.resolve()
     assert dest.read_bytes() == GIF89
     assert entries(target.parent) == ["picture.data"]
@@ -293,20 +294,22 @@ async def test_save_relative_path_returns_absolute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    dest = await image(WEBP).save("out/")
+    dest = await save_image(image(WEBP), "out/")
     assert dest == tmp_path.resolve() / "out" / "resp_1-0.webp"
     assert dest.read_bytes() == WEBP
 
 
 async def test_save_name_pattern_placeholders(tmp_path: Path) -> None:
     img = image(PNG, id="ig_9", session_id="sess", response_id="resp", index=7)
-    dest = await img.save(tmp_path, name="{session_id}_{response_id}_{image_id}_{index:03d}{ext}")
+    dest = await save_image(
+        img, tmp_path, name="{session_id}_{response_id}_{image_id}_{index:03d}{ext}"
+    )
     assert dest.name == "sess_resp_ig_9_007.png"
 
 
 async def test_missing_ids_fall_back(tmp_path: Path) -> None:
     img = GeneratedImage(id="", b64=b64(PNG))
-    dest = await img.save(tmp_path, name="{response_id}-{session_id}-{image_id}{ext}")
+    dest = await save_image(img, tmp_path, name="{response_id}-{session_id}-{image_id}{ext}")
     assert dest.name == "image-image-image.png"
 
 
@@ -341,7 +344,7 @@ async def test_untrusted_ids_never_escape(tmp_path: Path, value: str, pattern: s
     out = tmp_path / "a" / "b" / "out"
     out.mkdir(parents=True)
     img = image(PNG, id=value, session_id=value, response_id=value)
-    dest = await img.save(out, name=pattern)
+    dest = await save_image(img, out, name=pattern)
     assert dest.parent == out.resolve()
     assert dest.resolve() == dest
     assert SAFE_NAME.fullmatch(dest.name)
@@ -362,7 +365,7 @@ async def test_untrusted_ids_in_save_images(tmp_path: Path) -> None:
 
 
 async def test_long_name_keeps_extension(tmp_path: Path) -> None:
-    dest = await image(PNG).save(tmp_path, name="{index:>300}x{ext}")
+    dest = await save_image(image(PNG), tmp_path, name="{index:>300}x{ext}")
     assert len(dest.name) <= 200
     assert dest.name.endswith(".png")
 
@@ -385,18 +388,18 @@ async def test_long_name_keeps_extension(tmp_path: Path) -> None:
 async def test_bad_pattern_is_refused_before_writing(tmp_path: Path, pattern: str) -> None:
     out = tmp_path / "out"
     with pytest.raises(InvalidArgumentError) as info:
-        await image(PNG).save(str(out) + "/", name=pattern)
+        await save_image(image(PNG), str(out) + "/", name=pattern)
     assert info.value.field == "name"
     with pytest.raises(InvalidArgumentError):
         await save_images([image(PNG)], out, name=pattern)
     with pytest.raises(InvalidArgumentError):
-        await image(PNG).save(tmp_path / "explicit.png", name=pattern)
+        await save_image(image(PNG), tmp_path / "explicit.png", name=pattern)
     assert entries(tmp_path) == []
 
 
 async def test_pattern_format_error_is_invalid_argument(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="name"):
-        await image(PNG).save(tmp_path, name="{image_id:d}")
+        await save_image(image(PNG), tmp_path, name="{image_id:d}")
     assert entries(tmp_path) == []
 
 
@@ -407,7 +410,7 @@ async def test_overwrite_false_refuses_and_keeps_original(tmp_path: Path) -> Non
     target = tmp_path / "pic.png"
     target.write_bytes(b"original")
     with pytest.raises(FileExistsError) as info:
-        await image(PNG).save(target)
+        await save_image(image(PNG), target)
     assert info.value.errno == errno.EEXIST
     assert info.value.filename == str(target.resolve())
     assert str(target) in str(info.value)
@@ -418,7 +421,7 @@ async def test_overwrite_false_refuses_and_keeps_original(tmp_path: Path) -> Non
 async def test_overwrite_false_in_directory_mode(tmp_path: Path) -> None:
     (tmp_path / "resp_1-0.png").write_bytes(b"original")
     with pytest.raises(FileExistsError):
-        await image(PNG).save(tmp_path)
+        await save_image(image(PNG), tmp_path)
     assert (tmp_path / "resp_1-0.png").read_bytes() == b"original"
     assert entries(tmp_path) == ["resp_1-0.png"]
 
@@ -426,7 +429,7 @@ async def test_overwrite_false_in_directory_mode(tmp_path: Path) -> None:
 async def test_overwrite_true_replaces(tmp_path: Path) -> None:
     target = tmp_path / "pic.png"
     target.write_bytes(b"original")
-    dest = await image(PNG).save(target, overwrite=True)
+    dest = await save_image(image(PNG), target, overwrite=True)
     assert dest.read_bytes() == PNG
     assert entries(tmp_path) == ["pic.png"]
 
@@ -438,7 +441,7 @@ async def test_concurrent_saves_to_one_path_never_clobber(tmp_path: Path) -> Non
 
     async def one(data: bytes) -> None:
         try:
-            outcomes.append(await image(data).save(target))
+            outcomes.append(await save_image(image(data), target))
         except FileExistsError as exc:
             outcomes.append(exc)
 
@@ -458,10 +461,10 @@ async def test_link_unsupported_falls_back_to_exclusive_replace(
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
-    dest = await image(PNG).save(tmp_path)
+    dest = await save_image(image(PNG), tmp_path)
     assert dest.read_bytes() == PNG
     with pytest.raises(FileExistsError):
-        await image(JPEG).save(dest)
+        await save_image(image(JPEG), dest)
     assert dest.read_bytes() == PNG
     assert entries(tmp_path) == [dest.name]
 
@@ -478,7 +481,7 @@ async def test_decode_error_midway_leaves_nothing(
     bad = text[:200] + "$" + text[201:]  # valid head and length, bad 4th chunk
     img = GeneratedImage(id="ig_mid", b64=bad, response_id="r")
     with pytest.raises(ImageDecodeError, match=r"'ig_mid'.*offset 200"):
-        await img.save(tmp_path)
+        await save_image(img, tmp_path)
     assert len(seen) == 1
     assert seen[0][0].startswith(".r-0.png.")  # the temp file existed mid-way
     assert seen[0][0].endswith(".tmp")
@@ -491,7 +494,7 @@ async def test_decode_error_with_overwrite_keeps_original(tmp_path: Path) -> Non
     text = b64(PNG * 100)
     img = GeneratedImage(id="x", b64=text[:100] + "*" + text[101:])
     with pytest.raises(ImageDecodeError):
-        await img.save(target, overwrite=True)
+        await save_image(img, target, overwrite=True)
     assert target.read_bytes() == b"original"
     assert entries(tmp_path) == ["keep.png"]
 
@@ -500,7 +503,7 @@ async def test_decode_error_with_overwrite_keeps_original(tmp_path: Path) -> Non
 async def test_structural_error_fails_before_touching_disk(tmp_path: Path, text: str) -> None:
     img = GeneratedImage(id="x", b64=text)
     with pytest.raises(ImageDecodeError):
-        await img.save(tmp_path / "new" / "dir/")
+        await save_image(img, tmp_path / "new" / "dir/")
     with pytest.raises(ImageDecodeError):
         await save_images([image(PNG), img], tmp_path / "new2")
     assert entries(tmp_path) == []
@@ -512,7 +515,7 @@ async def test_disk_error_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="Input/output error"):
-        await image(PNG).save(tmp_path)
+        await save_image(image(PNG), tmp_path)
     assert entries(tmp_path) == []
 
 
@@ -520,7 +523,7 @@ async def test_destination_is_a_directory_leaves_nothing(tmp_path: Path) -> None
     (tmp_path / "resp_1-0.png").mkdir()
     # A generated name that is an existing directory cannot be replaced.
     with pytest.raises(OSError):  # IsADirectoryError or PermissionError, by OS
-        await image(PNG).save(tmp_path, overwrite=True)
+        await save_image(image(PNG), tmp_path, overwrite=True)
     assert entries(tmp_path) == ["resp_1-0.png"]
     assert entries(tmp_path / "resp_1-0.png") == []
 
@@ -528,7 +531,7 @@ async def test_destination_is_a_directory_leaves_nothing(tmp_path: Path) -> None
 async def test_unknown_format_saved_as_bin_with_warning(tmp_path: Path) -> None:
     img = image(UNKNOWN, id="ig_odd")
     with pytest.warns(UnknownImageFormatWarning, match=r"'ig_odd'.*resp_1-0\.bin") as record:
-        dest = await img.save(tmp_path)
+        dest = await save_image(img, tmp_path)
     assert dest.name == "resp_1-0.bin"
     assert dest.read_bytes() == UNKNOWN
     assert record[0].filename == __file__  # points at the caller's line
@@ -542,7 +545,7 @@ async def test_known_formats_do_not_warn(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for i, (data, _mime, _ext) in enumerate(FORMATS):
-            await image(data, index=i).save(tmp_path)
+            await save_image(image(data, index=i), tmp_path)
 
 
 # ----------------------------------------------------------------------------- save_images
@@ -587,8 +590,8 @@ async def test_save_images_overwrite(tmp_path: Path) -> None:
 
 def test_stdlib_is_used_without_pybase64(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pybase64", None)  # makes `import pybase64` fail
-    assert images._load_pybase64() is None
-    assert images._select_decoder() is images._STDLIB
+    assert _base64._load_pybase64() is None
+    assert _base64._select_decoder() is _base64.STDLIB
 
 
 @pytest.mark.parametrize(
@@ -624,12 +627,12 @@ def test_python310_strict_decoder_agrees_with_strict_mode(text: str) -> None:
             return None
 
     strict = outcome(lambda t: binascii.a2b_base64(t, strict_mode=True))
-    assert outcome(images._regex_checked_decode) == strict
+    assert outcome(_base64._regex_checked_decode) == strict
 
 
 def test_decoder_chunk_must_be_multiple_of_4() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
-        images._Decoder("x", images._STDLIB.decode, 1001)
+        _base64.Decoder("x", _base64.STDLIB.decode, 1001)
 
 
 def payload(n: int) -> bytes:
@@ -644,7 +647,7 @@ def test_small_chunk_boundaries_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     probe(monkeypatch, 16, lambda _n: None)
     for n in SMALL_SIZES:
         raw = payload(n)
-        pieces = [bytes(p) for p in image(raw)._chunks(images._DECODER)]
+        pieces = [bytes(p) for p in image(raw)._chunks(_base64.DECODER)]
         assert b"".join(pieces) == raw, n
         assert all(len(p) == 12 for p in pieces[:-1]), n
         assert image(raw).data == raw, n
@@ -655,7 +658,7 @@ async def test_small_chunk_boundaries_save(tmp_path: Path, monkeypatch: pytest.M
     probe(monkeypatch, 16, lambda _n: None)
     for n in (1, 2, 3, 11, 12, 13, 23, 24, 25, 47, 48, 49):
         raw = payload(n)
-        dest = await image(raw).save(tmp_path / f"{n}.bin")
+        dest = await save_image(image(raw), tmp_path / f"{n}.bin")
         assert dest.read_bytes() == raw, n
     assert len(entries(tmp_path)) == 12
 
@@ -664,12 +667,12 @@ async def test_small_chunk_boundaries_save(tmp_path: Path, monkeypatch: pytest.M
 async def test_real_chunk_boundaries_and_decoders_agree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
 ) -> None:
-    chosen = images._STDLIB if decoder == "stdlib" else pybase64_decoder()
-    monkeypatch.setattr(images, "_DECODER", chosen)
+    chosen = _base64.STDLIB if decoder == "stdlib" else pybase64_decoder()
+    monkeypatch.setattr(_base64, "DECODER", chosen)
     chunk_bytes = chosen.chunk_chars // 4 * 3
     for n in (chunk_bytes - 2, chunk_bytes - 1, chunk_bytes, chunk_bytes + 1, chunk_bytes + 2):
         raw = payload(n)
-        dest = await image(raw, index=n).save(tmp_path)
+        dest = await save_image(image(raw, index=n), tmp_path)
         assert dest.read_bytes() == raw, n
     assert len(entries(tmp_path)) == 5
 
@@ -680,11 +683,11 @@ async def test_pybase64_and_stdlib_produce_identical_bytes(
     fast = pybase64_decoder()
     raw = PNG + os.urandom(1_000_003)
     written = {}
-    for decoder in (images._STDLIB, fast):
-        monkeypatch.setattr(images, "_DECODER", decoder)
+    for decoder in (_base64.STDLIB, fast):
+        monkeypatch.setattr(_base64, "DECODER", decoder)
         img = image(raw)
         written[decoder.name] = (
-            (await img.save(tmp_path / f"{decoder.name}.bin")).read_bytes(),
+            (await save_image(img, tmp_path / f"{decoder.name}.bin")).read_bytes(),
             img.data,
         )
     assert written["stdlib"] == written["pybase64"] == (raw, raw)
@@ -694,7 +697,7 @@ def test_padding_inside_a_non_final_chunk_is_rejected(monkeypatch: pytest.Monkey
     probe(monkeypatch, 4, lambda _n: None)
     img = GeneratedImage(id="x", b64="QUE=QUFB")  # each 4-char chunk is valid alone
     with pytest.raises(ImageDecodeError, match="offset 3"):
-        list(img._chunks(images._DECODER))
+        list(img._chunks(_base64.DECODER))
     with pytest.raises(ImageDecodeError, match="offset 3"):
         _ = img.data
 
@@ -710,7 +713,7 @@ async def test_cached_data_is_written_without_decoding(
         raise AssertionError("decoded again")
 
     probe(monkeypatch, 4096, fail)
-    dest = await img.save(tmp_path)
+    dest = await save_image(img, tmp_path)
     assert dest.read_bytes() == raw
 
 
@@ -726,7 +729,7 @@ async def test_large_save_keeps_event_loop_running(
     ticks = 0
     marks: list[int] = []  # the tick count when each chunk starts decoding
     if decoder == "stdlib":
-        probe(monkeypatch, images._STDLIB.chunk_chars, lambda _n: marks.append(ticks))
+        probe(monkeypatch, _base64.STDLIB.chunk_chars, lambda _n: marks.append(ticks))
 
     async def ticker() -> None:
         nonlocal ticks
@@ -737,7 +740,7 @@ async def test_large_save_keeps_event_loop_running(
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         before = ticks
-        dest = await img.save(tmp_path)
+        dest = await save_image(img, tmp_path)
         after = ticks
         tg.cancel_scope.cancel()
 
@@ -762,7 +765,7 @@ async def test_anyio_cancellation_mid_save_leaves_nothing(
                 anyio.from_thread.run_sync(scope.cancel)
 
         probe(monkeypatch, 4096, hook)
-        await image(payload(1_000_000)).save(tmp_path)
+        await save_image(image(payload(1_000_000)), tmp_path)
         pytest.fail("not cancelled")
     assert scope.cancelled_caught
     assert len(seen) == 1
@@ -784,7 +787,7 @@ async def test_asyncio_task_cancel_mid_save_leaves_nothing(
             loop.call_soon_threadsafe(task.cancel)
 
     probe(monkeypatch, 4096, hook)
-    task = asyncio.ensure_future(image(payload(4_000_000)).save(tmp_path))
+    task = asyncio.ensure_future(save_image(image(payload(4_000_000)), tmp_path))
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen[0][0].endswith(".tmp")
@@ -794,6 +797,6 @@ async def test_asyncio_task_cancel_mid_save_leaves_nothing(
 async def test_cancelled_before_start_writes_nothing(tmp_path: Path) -> None:
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await image(PNG).save(tmp_path / "out/")
+        await save_image(image(PNG), tmp_path / "out/")
     assert scope.cancelled_caught
     assert entries(tmp_path) == []

@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from samsar_async import AsyncSamsar, ImageDecodeError, ImageGenerationTool
+from samsar_async.images import save_image, save_images
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
@@ -20,20 +21,20 @@ FORCE = ImageGenerationTool()
 async def test_generate_save_and_edit(client: AsyncSamsar, session_id: str, tmp_path: Path) -> None:
     chat = client.assistant.conversation(session_id)
     first = await chat.generate_image("Create a clean launch poster.", size="32x32")
-    [path] = await first.save_images(tmp_path / "out")
+    [path] = await save_images(first.images, tmp_path / "out")
     assert path.parent == (tmp_path / "out").resolve()
     assert path.name == f"{first.id}-0.png"
     assert path.read_bytes() == first.images[0].data
     assert first.images[0].mime_type == "image/png"
 
     edit = await chat.generate_image("Same poster, dark background.")
-    named = await edit.images[0].save(tmp_path / "edit.png")
+    named = await save_image(edit.images[0], tmp_path / "edit.png")
     assert named == (tmp_path / "edit.png").resolve()
     with pytest.raises(FileExistsError):
-        await edit.images[0].save(tmp_path / "edit.png")
-    assert await edit.images[0].save(tmp_path / "edit.png", overwrite=True) == named
+        await save_image(edit.images[0], tmp_path / "edit.png")
+    assert await save_image(edit.images[0], tmp_path / "edit.png", overwrite=True) == named
     pattern = "{session_id}-{index}{ext}"
-    [patterned] = await edit.save_images(tmp_path, name=pattern)
+    [patterned] = await save_images(edit.images, tmp_path, name=pattern)
     assert patterned.name == f"{session_id}-0.png"
 
 
@@ -55,7 +56,7 @@ async def test_server_ids_never_escape_the_directory(
     server.faults.add(Fault.body(200, image_payload("../../etc/passwd", b64), "application/json"))
     resp = await client.assistant.complete(session_id, "x", tools=[FORCE], tool_choice=FORCE)
     target = tmp_path / "safe"
-    [path] = await resp.save_images(target, name="{image_id}{ext}")
+    [path] = await save_images(resp.images, target, name="{image_id}{ext}")
     assert path.parent == target.resolve()
     assert not path.name.startswith(".")
     assert "/" not in path.name
@@ -69,13 +70,13 @@ async def test_failed_calls_yield_no_image_and_bad_base64_raises(
     resp = await client.assistant.complete(session_id, "x")
     assert resp.images == ()
     assert resp.image_calls[0].failure_reason == "image generation call status is 'failed'"
-    assert await resp.save_images(tmp_path) == []
+    assert await save_images(resp.images, tmp_path) == []
     assert list(tmp_path.iterdir()) == []
 
     server.faults.add(Fault.body(200, image_payload("ig_2", "not base64!"), "application/json"))
     resp = await client.assistant.complete(session_id, "x")
     with pytest.raises(ImageDecodeError, match="ig_2"):
-        await resp.save_images(tmp_path)
+        await save_images(resp.images, tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -98,7 +99,7 @@ async def test_large_image_save_leaves_the_loop_running(tmp_path: Path) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ticker)
                 before = ticks
-                path = await image.save(tmp_path)
+                path = await save_image(image, tmp_path)
                 during = ticks - before
                 saving = False
     assert during > 0  # other tasks kept running while 20 MB were decoded and written

@@ -7,6 +7,7 @@ import contextlib
 import json
 from typing import TYPE_CHECKING
 
+from ..images import save_images
 from ..inputs import InputImage, Message
 from .exits import EXIT_API, EXIT_OK, CLIError, _err
 from .support import _client, _run, _text_arg
@@ -77,7 +78,7 @@ async def _image(args: argparse.Namespace) -> int:
             f"the response {response.id} has no image" + (f" ({reasons})" if reasons else ""),
             EXIT_API,
         )
-    paths = await response.save_images(args.out)
+    paths = await save_images(response.images, args.out)
     for path in paths:
         print(path, flush=True)
     _err(_credits_line(response.credits))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..client import AsyncSamsar
 from ..config import API_KEY_ENV
+from ..images import save_images
 from .batch import DEFAULT_BATCH_CONCURRENCY, run_batch
 from .exits import EXIT_BATCH_FAILED, EXIT_OK
 from .support import _fmt_credits, _run
@@ -78,7 +79,7 @@ async def _demo(args: argparse.Namespace, out: Path, where: Path) -> int:
             image = await chat.generate_image(
                 "Create a clean launch poster for this product.", size="1024x1024", quality="high"
             )
-            paths = await image.save_images(out)
+            paths = await save_images(image.images, out)
             say("3. An image turn on the same session, saved to:")
             for path in paths:
                 say(f"   {path}")

@@ -55,6 +55,7 @@ from ..batch import BatchResult
 from ..client import AsyncSamsar
 from ..config import API_KEY_ENV
 from ..errors import InvalidArgumentError
+from ..images import save_images
 from ..inputs import REQUEST_FIELDS, CompletionRequest
 from ..requests_file import (
     Malformed,
@@ -243,7 +244,7 @@ class SamsarMapper:
         images: list[str] = []
         if response is not None and response.images and self.images_dir is not None:
             try:
-                paths = await response.save_images(self.images_dir, overwrite=True)
+                paths = await save_images(response.images, self.images_dir, overwrite=True)
             except Exception as exc:  # the call succeeded; a re-run replays it and saves again
                 error = exc
             else:
