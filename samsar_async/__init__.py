@@ -7,6 +7,26 @@
     async with AsyncSamsar() as client:
         resp = await client.assistant.complete("67df0d8ebc4f9d0b7f4fd123", "Write a caption")
         print(resp.output_text, resp.credits.charged)
+
+The package's layers, top to bottom. A module imports only from its own layer
+or below (``|`` separates modules of one layer that do not import each other);
+import-linter checks this contract in CI (``[tool.importlinter]`` in
+``pyproject.toml``), counting imports under ``if TYPE_CHECKING:``::
+
+    tools        cli  >  integrations | testing
+    client       client (AsyncSamsar: composes the resources)
+    resources    assistant  >  requests_file | sse
+                 >  batch | conversation | streaming | images (files on disk)
+    base client  _base_client (BaseClient: config, the pool, one call with retries)
+    transport    transport (aiohttp) | retry (tenacity) | _turns (session FIFO)
+    converter    converter (cattrs: builders -> JSON, JSON -> models; pure)
+    data         inputs | models  >  config  >  _validators | _base64
+                 >  errors | _json | _version          (no I/O anywhere here)
+
+Data flows one way: builders (``inputs``) are validated and turned into JSON by
+the ``converter``, sent by the ``transport``, and the answer is turned back
+into ``models`` by the ``converter``. Resources hold a ``BaseClient``; nothing
+below ``client`` imports it.
 """
 
 import logging as _logging

@@ -1,4 +1,7 @@
-"""HTTP over one pooled ``aiohttp.ClientSession``: the only module that touches aiohttp.
+"""HTTP over one pooled ``aiohttp.ClientSession``: the only module that makes HTTP calls.
+
+(``aiohttp.web`` also serves :mod:`samsar_async.sse` and the mock server in
+:mod:`samsar_async.testing`; no other module uses aiohttp's client.)
 
 Every aiohttp (and socket) exception is mapped here to an
 :mod:`samsar_async.errors` class, classified by what the server may have done:
@@ -42,13 +45,22 @@ __all__ = ["RawResponse", "Transport"]
 _READ_CHUNK = 256 * 1024
 
 
-@attrs.frozen
 class RawResponse:
-    """A complete HTTP answer: status, headers and the whole body."""
+    """A complete HTTP answer: status, headers and the whole body.
 
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes = attrs.field(repr=False)
+    Plain slots, not attrs: one is made on every call's path. It satisfies
+    :class:`samsar_async.converter.Answer`.
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<RawResponse status={self.status} body={len(self.body)} bytes>"
 
 
 def _describe(exc: BaseException) -> str:
