@@ -94,7 +94,7 @@ def test_deprecated_aliases_warn_and_resolve() -> None:
         assert samsar_async.Session is Conversation  # type: ignore[attr-defined]
     from samsar_async import errors
 
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="renamed"):
         assert errors.CreditBudgetExceeded is CreditBudgetExceededError  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
         samsar_async.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
