@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import os
 import pathlib
 import re
@@ -107,12 +106,6 @@ class UnknownImageFormatWarning(UserWarning):
 
 
 _yield_cpu: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep(0))
-
-# anyio imports its asyncio backend on first use (~15 ms): do it now, at import
-# time, rather than inside the first save() (the event loop would stall for it).
-# aiohttp means asyncio, so this is the backend every save uses.
-with contextlib.suppress(ImportError):
-    importlib.import_module("anyio._backends._asyncio")
 
 
 # --------------------------------------------------------------------------- names

@@ -25,6 +25,7 @@ import socket
 from typing import TYPE_CHECKING
 
 import aiohttp
+import anyio
 import attrs
 from multidict import CIMultiDictProxy
 
@@ -96,6 +97,10 @@ class Transport:
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
+        # anyio loads its event-loop backend on first use (~15 ms of imports): let
+        # that happen here, once, when the pool opens, rather than in the middle
+        # of a later retry sleep, batch or image save.
+        anyio.get_cancelled_exc_class()
         connector = aiohttp.TCPConnector(
             limit=self.max_connections,
             limit_per_host=0,
@@ -126,7 +131,7 @@ class Transport:
         body: bytes,
         *,
         headers: Mapping[str, str] | None,
-        timeout: aiohttp.ClientTimeout,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - per-attempt limits, passed on
         idempotency_key: str | None,
     ) -> RawResponse:
         """POST ``body`` (JSON bytes) to ``url`` and read the whole answer.

@@ -31,10 +31,10 @@ from .server import (
     MODEL,
     OUTPUT_USD_PER_MILLION_TOKENS,
     SELECTED_ASSISTANT_MODEL,
+    ChainTurn,
     Charge,
     MockSamsarServer,
     RecordedRequest,
-    Turn,
     count_tokens,
     credits_for,
 )
@@ -54,6 +54,7 @@ __all__ = [
     "PNG_SIGNATURE",
     "RANDOM_KINDS",
     "SELECTED_ASSISTANT_MODEL",
+    "ChainTurn",
     "Charge",
     "Fault",
     "FaultKind",
@@ -61,7 +62,19 @@ __all__ = [
     "FaultPlan",
     "MockSamsarServer",
     "RecordedRequest",
-    "Turn",
     "count_tokens",
     "credits_for",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``Turn``: deprecated alias of :class:`ChainTurn` (removed in the next release;
+    ``samsar_async.Turn`` is the conversation helper's turn)."""
+    if name != "Turn":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        "samsar_async.testing.Turn is renamed ChainTurn", DeprecationWarning, stacklevel=2
+    )
+    return ChainTurn

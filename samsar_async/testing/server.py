@@ -10,7 +10,7 @@ under both prefixes ``/v1`` and ``/api/v1``:
 
 Everything a test may want to check is recorded: ``requests`` (one
 :class:`RecordedRequest` per HTTP request), ``ledger`` (one :class:`Charge` per
-charge), each session's :class:`Turn` list, and concurrency counters. Faults are
+charge), each session's :class:`ChainTurn` list, and concurrency counters. Faults are
 scripted on ``faults`` (see :mod:`samsar_async.testing.faults`).
 
 Output text rule
@@ -125,10 +125,10 @@ __all__ = [
     "MODEL",
     "OUTPUT_USD_PER_MILLION_TOKENS",
     "SELECTED_ASSISTANT_MODEL",
+    "ChainTurn",
     "Charge",
     "MockSamsarServer",
     "RecordedRequest",
-    "Turn",
     "count_tokens",
     "credits_for",
 ]
@@ -228,7 +228,7 @@ class Charge:
 
 
 @attrs.frozen
-class Turn:
+class ChainTurn:
     """One completed turn of a session's response chain."""
 
     number: int
@@ -304,7 +304,7 @@ class _Account:
 class _Session:
     id: str
     owner: str
-    turns: list[Turn] = attrs.field(factory=list)
+    turns: list[ChainTurn] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -822,7 +822,7 @@ class MockSamsarServer:
         self._sessions[session_id] = _Session(session_id, owner)
         return session_id
 
-    def turns(self, session_id: str) -> tuple[Turn, ...]:
+    def turns(self, session_id: str) -> tuple[ChainTurn, ...]:
         """The session's response chain so far."""
         return tuple(self._sessions[session_id].turns)
 
@@ -1223,7 +1223,7 @@ class MockSamsarServer:
             )
         account.balance -= charge
         session.turns.append(
-            Turn(
+            ChainTurn(
                 number=number,
                 response_id=response_id,
                 previous_response_id=previous_id,
