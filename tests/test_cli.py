@@ -188,6 +188,16 @@ async def test_no_command_and_bad_options_are_usage_errors() -> None:
     run = await samsar("batch", "x.jsonl", "--out", "y.jsonl", "--concurrency", "0", env=cli_env())
     assert run.rc == 2
     assert "--concurrency" in run.err
+    # Request flags are checked by CompletionRequest's own validators.
+    for flag, value, reason in (
+        ("--temperature", "5", "between 0 and 2"),
+        ("--top-p", "1.5", "between 0 and 1"),
+        ("--max-output-tokens", "0", ">= 1"),
+    ):
+        run = await samsar("complete", "s", "hi", flag, value, env=cli_env())
+        assert run.rc == 2
+        assert flag in run.err
+        assert reason in run.err
 
 
 async def test_library_and_cli_module_do_not_import_rich() -> None:

@@ -45,6 +45,7 @@ async def _complete(args: argparse.Namespace) -> int:
             input_,
             max_output_tokens=args.max_output_tokens,
             temperature=args.temperature,
+            top_p=args.top_p,
         )
     if args.json:
         print(json.dumps(dict(response.raw), ensure_ascii=False, indent=2), flush=True)

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 
+from .._validators import check
 from .._version import __version__
 from ..config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TIMEOUT
+from ..errors import InvalidArgumentError
+from ..inputs import CompletionRequest
 from ..requests_file import BATCH_KEY_NAMESPACE
 from .batch import DEFAULT_BATCH_CONCURRENCY, _cmd_batch
 from .commands import (
@@ -107,6 +110,24 @@ _decimal = _number(
     "must be a finite number >= 0",
     InvalidOperation,
 )
+
+
+def _request_field(name: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` for a :class:`CompletionRequest` field: ``convert`` the
+    text, then check it with that field's own validator (the one definition)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a valid {name}: {text!r}") from None
+        try:
+            return check(CompletionRequest, name, value)
+        except InvalidArgumentError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
 # --------------------------------------------------------------------------- options and commands
@@ -214,8 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="attach a PNG, JPEG, WebP or GIF file (repeatable)",
     )
-    p.add_argument("--max-output-tokens", metavar="N", type=_positive_int, default=None)
-    p.add_argument("--temperature", metavar="T", type=float, default=None, help="0 to 2")
+    p.add_argument(
+        "--max-output-tokens",
+        metavar="N",
+        type=_request_field("max_output_tokens", int),
+        default=None,
+    )
+    p.add_argument(
+        "--temperature",
+        metavar="T",
+        type=_request_field("temperature", float),
+        default=None,
+        help="0 to 2",
+    )
+    p.add_argument(
+        "--top-p", metavar="P", type=_request_field("top_p", float), default=None, help="0 to 1"
+    )
     p.add_argument(
         "--json", action="store_true", help="print the raw JSON response instead of the text"
     )
