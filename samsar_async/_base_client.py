@@ -15,12 +15,14 @@ exists: created lazily, inside the running loop, on first use) and *closed*
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import os
 import platform
+import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from . import _json
@@ -45,6 +47,9 @@ from .errors import APIConnectTimeoutError, APIError, ClientClosedError, Invalid
 from .retry import RetryBudget, retry_failed_call
 from .transport import Transport, client_timeout
 
+if TYPE_CHECKING:
+    import aiohttp
+
 __all__ = ["BaseClient"]
 
 logger = logging.getLogger("samsar_async")
@@ -54,13 +59,39 @@ T = TypeVar("T")
 _USER_AGENT = f"samsar-async/{__version__} python/{platform.python_version()}"
 
 
-def _uuid4() -> str:
-    """``str(uuid.uuid4())``, several times cheaper (it is on every call's path)."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40  # version 4
-    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+class _Keys:
+    """Idempotency keys: ``samsar-<24 random hex digits>-<counter>``.
+
+    The random part (96 bits from :func:`secrets.token_hex`) is drawn once per
+    process, and again in a forked child, so keys are unique across processes
+    and machines; the counter makes them unique within one. A key costs no
+    system call and no formatting beyond ``str(int)`` (it is on every call's path).
+    """
+
+    prefix = ""
+    counter: Iterator[int] = iter(())
+
+    @classmethod
+    def reseed(cls) -> None:
+        cls.prefix = f"samsar-{secrets.token_hex(12)}-"
+        cls.counter = itertools.count(1)
+
+
+_Keys.reseed()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Keys.reseed)
+
+
+def _new_key() -> str:
+    return _Keys.prefix + str(next(_Keys.counter))
+
+
+def _first_attempt_timeout(t: Timeout) -> aiohttp.ClientTimeout:
+    """The aiohttp timeout of a call's first attempt (the whole deadline is still left)."""
+    limit = t.read
+    if t.total is not None and (limit is None or t.total < limit):
+        limit = t.total
+    return client_timeout(connect=t.connect, attempt=None if limit is None else max(limit, 0.001))
 
 
 def _check_api_key(api_key: str | None) -> str:
@@ -186,6 +217,7 @@ class BaseClient:
             max_connections=_check_max_connections(max_connections),
             max_response_bytes=max_response_bytes,
         )
+        self._first_timeout = _first_attempt_timeout(self.timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} base_url={self.base_url!r} state={self.state.value}>"
@@ -208,8 +240,8 @@ class BaseClient:
             )
 
     def _new_idempotency_key(self) -> str | None:
-        """A fresh key for one logical call (a uuid4), or ``None`` when keys are turned off."""
-        return _uuid4() if self.idempotency_keys else None
+        """A fresh key for one logical call, or ``None`` when keys are turned off."""
+        return _new_key() if self.idempotency_keys else None
 
     async def _post(
         self,
@@ -250,17 +282,7 @@ class BaseClient:
             data = _json.dumps(body)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError("body", f"a value cannot be sent as JSON ({exc})") from None
-        call = _Call(
-            transport,
-            path,
-            self.base_url + path,
-            data,
-            headers,
-            key,
-            self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout),
-            parse,
-            session_id,
-        )
+        t = self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout)
         locks = self._turns
         if locks is not None and session_id is not None:
             # Take the session's place in line now, in call order; wait only if it is busy.
@@ -270,29 +292,67 @@ class BaseClient:
         try:
             # The deadline starts once the call may run (after its session's earlier turns).
             started = time.monotonic()
-            total = call.timeout.total
-            if total is not None:
-                call.deadline = started + total
+            url = self.base_url + path
+            # The first attempt runs inline: a call that succeeds at once costs one
+            # coroutine frame here and nothing of the retry machinery.
+            failure: APIError
             try:
-                result = await call.send()
-            except APIError as exc:
-                policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY
-                return await retry_failed_call(
-                    exc,
-                    call.send,
-                    policy=policy,
-                    budget=self.retry_budget,
-                    has_key=key is not None or idempotent,
-                    deadline=call.deadline,
-                    started=started,
+                raw = await transport.post(
+                    url,
+                    data,
+                    headers=headers,
+                    timeout=self._first_timeout if t is self.timeout else _first_attempt_timeout(t),
+                    idempotency_key=key,
                 )
-            budget = self.retry_budget
-            if budget is not None:
-                budget.on_success(0)
-            return result
+                if 200 <= raw.status < 300:
+                    result = parse(raw, key, session_id)
+                    if logger.isEnabledFor(logging.DEBUG):
+                        _log_answer(path, 1, raw.status, started, raw.headers)
+                    budget = self.retry_budget
+                    if budget is not None:
+                        budget.on_success(0)
+                    return result
+                failure = status_error(raw, key)
+                if logger.isEnabledFor(logging.DEBUG):
+                    _log_answer(path, 1, raw.status, started, raw.headers)
+            except APIError as exc:
+                failure = exc
+                logger.debug(
+                    "POST %s attempt=1 failed=%s elapsed=%.3fs",
+                    path,
+                    type(exc).__name__,
+                    time.monotonic() - started,
+                )
+            call = _Call(transport, path, url, data, headers, key, t, parse, session_id)
+            call.attempt = 1
+            if t.total is not None:
+                call.deadline = started + t.total
+            policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY
+            return await retry_failed_call(
+                failure,
+                call.send,
+                policy=policy,
+                budget=self.retry_budget,
+                has_key=key is not None or idempotent,
+                deadline=call.deadline,
+                started=started,
+            )
         finally:
             if locks is not None and session_id is not None:
                 locks.leave(session_id)
+
+
+def _log_answer(
+    path: str, attempt: int, status: int, started: float, headers: Mapping[str, str]
+) -> None:
+    logger.debug(
+        "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
+        path,
+        attempt,
+        status,
+        time.monotonic() - started,
+        headers.get("x-credits-charged"),
+    )
 
 
 _NO_RETRY = RetryPolicy.disabled()
@@ -374,14 +434,7 @@ class _Call(Generic[T]):
             )
             raise
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
-                self.path,
-                self.attempt,
-                raw.status,
-                time.monotonic() - started,
-                raw.headers.get("x-credits-charged"),
-            )
+            _log_answer(self.path, self.attempt, raw.status, started, raw.headers)
         if 200 <= raw.status < 300:
             return self.parse(raw, self.key, self.session_id)
         raise status_error(raw, self.key)

@@ -60,6 +60,7 @@ from .models import (
     SystemPrompt,
     UnknownContent,
     UnknownOutputItem,
+    Usage,
 )
 
 __all__ = [
@@ -424,19 +425,6 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     if not detailed_validation:
         item_tuple = tuple[OutputItem, ...]
         conv.register_structure_hook_func(lambda t: t == item_tuple, _tuple_of(conv, OutputItem))
-    # Fields that do not come from the body (credits, key, session, raw) are left to
-    # their defaults here and filled in by structure_response.
-    conv.register_structure_hook(
-        Response,
-        make_dict_structure_fn(
-            Response,
-            conv,
-            credits=override(omit=True),
-            idempotency_key=override(omit=True),
-            session_id=override(omit=True),
-            raw=override(omit=True),
-        ),
-    )
     conv.register_structure_hook(
         SystemPrompt, make_dict_structure_fn(SystemPrompt, conv, raw=override(omit=True))
     )
@@ -449,13 +437,15 @@ validation (fast). When it fails, :data:`_explainer` (the same hooks with
 detailed validation) structures the payload again to say where and why."""
 _explainer = _make_converter(detailed_validation=True)
 
-_structure_response_fn = converter.get_structure_hook(Response)
+_OUTPUT = tuple[OutputItem, ...]
+_structure_output_fn = converter.get_structure_hook(_OUTPUT)
+_structure_usage_fn = converter.get_structure_hook(Usage)
 _structure_system_prompt_fn = converter.get_structure_hook(SystemPrompt)
 
 
 def _validation_error(
-    payload: dict[str, Any],
-    cls: type,
+    payload: Any,
+    cls: Any,
     what: str,
     status_code: int,
     idempotency_key: str | None,
@@ -473,40 +463,154 @@ def _validation_error(
     )
 
 
+class _Parts:
+    """:class:`~samsar_async.models.ResponseParts`: a response's typed parts, built when read."""
+
+    __slots__ = ()
+
+    def output(self, response: Response) -> tuple[OutputItem, ...]:
+        value = response.raw.get("output")
+        if value is None:
+            return ()
+        try:
+            return _structure_output_fn(value, _OUTPUT)  # type: ignore[no-any-return]
+        except Exception:  # TypeError, KeyError, ... from the generated hooks
+            raise _validation_error(
+                value, _OUTPUT, "response.output", 200, response.idempotency_key
+            ) from None
+
+    def usage(self, response: Response) -> Usage | None:
+        value = response.raw.get("usage")
+        if value is None:
+            return None
+        try:
+            return _structure_usage_fn(value, Usage)  # type: ignore[no-any-return]
+        except Exception:
+            raise _validation_error(
+                value, Usage, "response.usage", 200, response.idempotency_key
+            ) from None
+
+    def credits(self, charged: str | None, remaining: str | None) -> Credits:
+        return parse_credits(charged, remaining)
+
+
+_PARTS = _Parts()
+
+
+def _shape_error(
+    where: str, expected: str, value: Any, status_code: int, idempotency_key: str | None
+) -> APIResponseValidationError:
+    return APIResponseValidationError(
+        f"the {status_code} answer is not a valid response: {where} must be {expected}, "
+        f"not {type(value).__name__}",
+        status_code=status_code,
+        idempotency_key=idempotency_key,
+    )
+
+
 def structure_response(
     data: Any,
     *,
-    credits: Credits = NO_CREDITS,
+    charged: str | None = None,
+    remaining: str | None = None,
     idempotency_key: str | None = None,
     session_id: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    """A :class:`Response` from a decoded JSON body.
+    """A :class:`Response` from a decoded JSON body (``charged`` / ``remaining``:
+    the raw credits header values).
 
-    Raises :class:`APIResponseValidationError` when ``data`` is not a
-    Responses object (not a dict, no string ``id``, or a field of the wrong
-    type), with the path of each problem.
+    The top-level shape is checked here, cheaply: an object with a string
+    ``id``; ``status``, ``model`` and ``object`` strings or null;
+    ``created_at`` an integer or null; ``output`` an array of objects (a
+    message's ``content`` an array of objects); ``usage`` an object or null.
+    Anything else raises :class:`APIResponseValidationError` naming the path.
+    The typed ``output``, ``usage`` and ``credits`` are built on first access.
     """
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise APIResponseValidationError(
             f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
             status_code=status_code,
             idempotency_key=idempotency_key,
         )
-    try:
-        body: Response = _structure_response_fn(data, Response)
-    except Exception:  # TypeError, KeyError, ... from the generated hooks
-        raise _validation_error(data, Response, "response", status_code, idempotency_key) from None
-    text = data.get("output_text")
-    if not isinstance(text, str):
-        text = "".join(item.text for item in body.output if isinstance(item, OutputMessage))
-    return attrs.evolve(
-        body,
-        output_text=text,
-        credits=credits,
-        idempotency_key=idempotency_key,
-        session_id=session_id,
-        raw=data,
+    get = data.get
+    rid = get("id")
+    if type(rid) is not str:
+        raise _shape_error("response.id", "a string", rid, status_code, idempotency_key)
+    status = get("status")
+    model = get("model")
+    kind = get("object")
+    for name, value in (("status", status), ("model", model), ("object", kind)):
+        if value is not None and type(value) is not str:
+            raise _shape_error(
+                f"response.{name}", "a string or null", value, status_code, idempotency_key
+            )
+    created_at = get("created_at")
+    if created_at is not None and type(created_at) is not int:
+        raise _shape_error(
+            "response.created_at", "an integer or null", created_at, status_code, idempotency_key
+        )
+    usage = get("usage")
+    if usage is not None and type(usage) is not dict:
+        raise _shape_error(
+            "response.usage", "an object or null", usage, status_code, idempotency_key
+        )
+    output = get("output")
+    text = get("output_text")
+    if output is not None:
+        if type(output) is not list:
+            raise _shape_error(
+                "response.output", "an array or null", output, status_code, idempotency_key
+            )
+        parts: list[str] | None = None if type(text) is str else []
+        for i, item in enumerate(output):
+            if type(item) is not dict:
+                raise _shape_error(
+                    f"response.output[{i}]", "an object", item, status_code, idempotency_key
+                )
+            if item.get("type") != "message":
+                continue
+            content = item.get("content")
+            if content is None:
+                continue
+            if type(content) is not list:
+                raise _shape_error(
+                    f"response.output[{i}].content",
+                    "an array",
+                    content,
+                    status_code,
+                    idempotency_key,
+                )
+            for j, part in enumerate(content):
+                if type(part) is not dict:
+                    raise _shape_error(
+                        f"response.output[{i}].content[{j}]",
+                        "an object",
+                        part,
+                        status_code,
+                        idempotency_key,
+                    )
+                if parts is not None and part.get("type") == "output_text":
+                    piece = part.get("text")
+                    if type(piece) is str:
+                        parts.append(piece)
+        if parts is not None:
+            text = "".join(parts)
+    if type(text) is not str:
+        text = ""
+    return Response._from_json(
+        data,
+        rid,
+        status,
+        model,
+        created_at,
+        text,
+        "response" if kind is None else kind,
+        idempotency_key,
+        session_id,
+        charged,
+        remaining,
+        _PARTS,
     )
 
 
@@ -705,9 +809,11 @@ _REASONS = {
 def parse_completion(raw: Answer, idempotency_key: str | None, session_id: str | None) -> Response:
     """A :class:`Response` from a 2xx completion answer."""
     data = decode_json_body(raw, idempotency_key)
+    headers = raw.headers
     return structure_response(
         data,
-        credits=credits_of(raw),
+        charged=headers.get("x-credits-charged"),
+        remaining=headers.get("x-credits-remaining"),
         idempotency_key=idempotency_key,
         session_id=session_id,
         status_code=raw.status,

@@ -9,10 +9,10 @@ each keeping its data. The whole payload is on :attr:`Response.raw`.
 
 from __future__ import annotations
 
-import functools
+import builtins
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -30,6 +30,7 @@ __all__ = [
     "OutputText",
     "Refusal",
     "Response",
+    "ResponseParts",
     "SystemPrompt",
     "UnknownContent",
     "UnknownOutputItem",
@@ -362,7 +363,33 @@ class SystemPrompt:
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
-@attrs.frozen
+class ResponseParts(Protocol):
+    """How a :class:`Response` built from JSON makes its typed parts on first access.
+
+    The converter provides it (models never import cattrs): ``output`` and
+    ``usage`` are structured from ``raw`` only when read, and ``credits`` parsed
+    from the header values only when read. Each raises
+    :class:`~samsar_async.errors.APIResponseValidationError` for a part of the
+    wrong shape.
+    """
+
+    def output(self, response: Response) -> tuple[OutputItem, ...]:
+        """The typed ``output`` items of ``response.raw``."""
+        ...
+
+    def usage(self, response: Response) -> Usage | None:
+        """The typed ``usage`` of ``response.raw``."""
+        ...
+
+    def credits(self, charged: str | None, remaining: str | None) -> Credits:
+        """:class:`Credits` from the raw header values."""
+        ...
+
+
+_UNREAD: Any = object()
+"""A lazy part not built yet."""
+
+
 class Response:
     """An assistant response (an OpenAI-compatible Responses payload).
 
@@ -371,29 +398,240 @@ class Response:
     none). ``credits`` comes from the answer's headers, ``idempotency_key`` is
     the key the call was sent with, ``session_id`` the session it ran on, and
     ``raw`` the full JSON object as received, unknown fields included.
+
+    Immutable and hashable; equal when every field but ``raw`` is equal. A
+    response returned by the client keeps the parsed JSON and builds the typed
+    ``output``, ``usage`` and ``credits`` on first access (their top-level
+    shape was checked when the answer arrived; a deeper problem raises
+    :class:`~samsar_async.errors.APIResponseValidationError` on that access).
+    Build one in code with the keyword arguments below.
     """
 
+    __slots__ = (
+        "_charged",
+        "_credits",
+        "_images",
+        "_output",
+        "_parts",
+        "_remaining",
+        "_usage",
+        "created_at",
+        "id",
+        "idempotency_key",
+        "model",
+        "object",
+        "output_text",
+        "raw",
+        "session_id",
+        "status",
+    )
+
     id: str
-    status: str | None = None
-    model: str | None = None
-    created_at: int | None = None
-    output: tuple[OutputItem, ...] = ()
-    usage: Usage | None = None
-    output_text: str = ""
-    object: str = "response"
-    credits: Credits = NO_CREDITS
-    idempotency_key: str | None = None
-    session_id: str | None = None
-    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    """The response id."""
+    status: str | None
+    """``"completed"``, ``"incomplete"``, ``"failed"``, ... as sent."""
+    model: str | None
+    """The model that answered."""
+    created_at: int | None
+    """Unix time of creation."""
+    output_text: str
+    """The answer's text (see the class docstring)."""
+    object: str
+    """``"response"``."""
+    idempotency_key: str | None
+    """The ``Idempotency-Key`` the call was sent with."""
+    session_id: str | None
+    """The session the call ran on."""
+    raw: Mapping[str, Any]
+    """The JSON object as received (empty for a response built in code)."""
+
+    _output: tuple[OutputItem, ...]
+    _usage: Usage | None
+    _credits: Credits
+    _charged: str | None
+    _remaining: str | None
+    _parts: ResponseParts | None
+    _images: tuple[GeneratedImage, ...]
+
+    def __init__(
+        self,
+        id: str,
+        status: str | None = None,
+        model: str | None = None,
+        created_at: int | None = None,
+        output: tuple[OutputItem, ...] = (),
+        usage: Usage | None = None,
+        output_text: str = "",
+        object: str = "response",
+        credits: Credits = NO_CREDITS,
+        idempotency_key: str | None = None,
+        session_id: str | None = None,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        _init(
+            self,
+            id,
+            status,
+            model,
+            created_at,
+            output_text,
+            object,
+            idempotency_key,
+            session_id,
+            {} if raw is None else raw,
+        )
+        _set(self, "_output", tuple(output))
+        _set(self, "_usage", usage)
+        _set(self, "_credits", credits)
+        _set(self, "_parts", None)
+
+    @classmethod
+    def _from_json(
+        cls,
+        raw: Mapping[str, Any],
+        id: str,
+        status: str | None,
+        model: str | None,
+        created_at: int | None,
+        output_text: str,
+        object: str,
+        idempotency_key: str | None,
+        session_id: str | None,
+        charged: str | None,
+        remaining: str | None,
+        parts: ResponseParts,
+    ) -> Response:
+        """A response whose ``output``, ``usage`` and ``credits`` are built when read
+        (for the converter: the top-level fields were checked already)."""
+        self = cls.__new__(cls)
+        _init(
+            self,
+            id,
+            status,
+            model,
+            created_at,
+            output_text,
+            object,
+            idempotency_key,
+            session_id,
+            raw,
+        )
+        _set(self, "_output", _UNREAD)
+        _set(self, "_usage", _UNREAD)
+        _set(self, "_credits", _UNREAD)
+        _set(self, "_charged", charged)
+        _set(self, "_remaining", remaining)
+        _set(self, "_parts", parts)
+        return self
+
+    @property
+    def output(self) -> tuple[OutputItem, ...]:
+        """The output items: messages, image generation calls, and unknown items."""
+        output = self._output
+        if output is _UNREAD:
+            assert self._parts is not None
+            output = self._parts.output(self)
+            _set(self, "_output", output)
+        return output
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage, when the answer has it."""
+        usage = self._usage
+        if usage is _UNREAD:
+            assert self._parts is not None
+            usage = self._parts.usage(self)
+            _set(self, "_usage", usage)
+        return usage
+
+    @property
+    def credits(self) -> Credits:
+        """The answer's credits headers (``charged``, ``remaining``)."""
+        credits = self._credits
+        if credits is _UNREAD:
+            assert self._parts is not None
+            credits = self._parts.credits(self._charged, self._remaining)
+            _set(self, "_credits", credits)
+        return credits
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.status,
+            self.model,
+            self.created_at,
+            self.output,
+            self.usage,
+            self.output_text,
+            self.object,
+            self.credits,
+            self.idempotency_key,
+            self.session_id,
+        )
+
+    def __eq__(self, other: builtins.object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        names = (
+            "id",
+            "status",
+            "model",
+            "created_at",
+            "output",
+            "usage",
+            "output_text",
+            "object",
+            "credits",
+            "idempotency_key",
+            "session_id",
+        )
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        return f"Response({shown})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __delattr__(self, name: str) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (for Ray, say) with its parts built: the converter stays behind.
+        return (
+            _rebuild,
+            (
+                self.id,
+                self.status,
+                self.model,
+                self.created_at,
+                self.output,
+                self.usage,
+                self.output_text,
+                self.object,
+                self.credits,
+                self.idempotency_key,
+                self.session_id,
+                dict(self.raw),
+            ),
+        )
 
     @property
     def image_calls(self) -> tuple[ImageGenerationCall, ...]:
         """Every ``image_generation_call`` item, failed ones included."""
         return tuple(item for item in self.output if isinstance(item, ImageGenerationCall))
 
-    @functools.cached_property
+    @property
     def images(self) -> tuple[GeneratedImage, ...]:
         """The generated images: the ``image_generation_call`` items with a result."""
+        try:
+            return self._images
+        except AttributeError:
+            pass
         images: list[GeneratedImage] = []
         for call in self.image_calls:
             if call.failure_reason is None and call.result is not None:
@@ -407,4 +645,36 @@ class Response:
                         index=len(images),
                     )
                 )
-        return tuple(images)
+        result = tuple(images)
+        _set(self, "_images", result)
+        return result
+
+
+_set = object.__setattr__
+
+
+def _init(
+    self: Response,
+    id: str,
+    status: str | None,
+    model: str | None,
+    created_at: int | None,
+    output_text: str,
+    object: str,
+    idempotency_key: str | None,
+    session_id: str | None,
+    raw: Mapping[str, Any],
+) -> None:
+    _set(self, "id", id)
+    _set(self, "status", status)
+    _set(self, "model", model)
+    _set(self, "created_at", created_at)
+    _set(self, "output_text", output_text)
+    _set(self, "object", object)
+    _set(self, "idempotency_key", idempotency_key)
+    _set(self, "session_id", session_id)
+    _set(self, "raw", raw)
+
+
+def _rebuild(*args: Any) -> Response:
+    return Response(*args)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+import os
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -79,9 +80,8 @@ async def test_complete_text(
     assert isinstance(message.content[0], OutputText)
     assert resp.session_id == session_id
     assert resp.idempotency_key == server.requests[-1].idempotency_key
-    key = uuid.UUID(resp.idempotency_key)
-    assert key.version == 4
-    assert key.variant == uuid.RFC_4122
+    assert resp.idempotency_key is not None
+    assert re.fullmatch(r"samsar-[0-9a-f]{24}-[0-9]+", resp.idempotency_key)
     assert resp.raw["id"] == resp.id
     assert resp.images == ()
     # Credits are exact decimals from the headers, matching the server's ledger.
@@ -520,3 +520,25 @@ async def test_connection_cap(server: MockSamsarServer) -> None:
     assert len(server.ledger) == 60
     assert 1 < server.max_in_flight <= 4
     assert len(server.peers) <= 4  # connections are pooled and reused
+
+
+async def test_idempotency_keys_are_unique_and_fork_safe(
+    client: AsyncSamsar, server: MockSamsarServer, session_id: str
+) -> None:
+    from samsar_async import _base_client
+
+    keys = {_base_client._new_key() for _ in range(1000)}
+    assert len(keys) == 1000
+    prefix = _base_client._Keys.prefix
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new random part, so no key repeats the parent's
+        os.close(read)
+        os.write(write, _base_client._new_key().encode())
+        os._exit(0)
+    os.close(write)
+    child_key = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert not child_key.startswith(prefix)
+    assert re.fullmatch(r"samsar-[0-9a-f]{24}-1", child_key)
