@@ -32,14 +32,14 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from aiohttp import web
 
 from samsar_async import AsyncSamsar
+from samsar_async.events import StreamEvent
 from samsar_async.sse import stream_response
-from samsar_async.streaming import ErrorEvent, StreamEvent
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ async def public(
     """``events`` with error details (API messages, credit balances) kept server-side."""
     async with contextlib.aclosing(events):
         async for event in events:
-            if isinstance(event, ErrorEvent):
+            if event.type == "error":  # narrows event to an ErrorEvent
                 logger.warning("assistant call failed: %s: %s", event.code, event.message)
                 message = PUBLIC_ERRORS.get(event.code or "", "The assistant could not answer.")
                 event = attrs.evolve(event, message=message, error=None)
@@ -107,7 +107,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             return _bad_request("the body must be a JSON object")
         if not isinstance(body, dict):
             return _bad_request("the body must be a JSON object")
-        fields = body
+        fields = cast("dict[str, Any]", body)
     checked = _check(fields)
     if isinstance(checked, web.Response):
         return checked

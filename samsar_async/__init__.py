@@ -19,8 +19,8 @@ import-linter checks this contract in CI (``[tool.importlinter]`` in
                  >  batch | conversation | streaming | images (files on disk)
     base client  _base_client (BaseClient: config, the pool, one call with retries)
     transport    transport (aiohttp) | retry (tenacity) | _turns (session FIFO)
-    converter    converter (cattrs: builders -> JSON, JSON -> models; pure)
-    data         inputs | models  >  config  >  _validators | _base64
+    converter    converter (cattrs: builders -> JSON, JSON -> models and events; pure)
+    data         events (stream events)  >  inputs | models  >  config  >  _validators | _base64
                  >  errors | _json | _version          (no I/O anywhere here)
 
 Data flows one way: builders (``inputs``) are validated and turned into JSON by

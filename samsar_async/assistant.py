@@ -19,8 +19,9 @@ from .config import UNSET, Timeout, Unset
 from .conversation import Conversation
 from .converter import completion_body, parse_completion, parse_system_prompt, request_body
 from .errors import APIStatusError, InvalidArgumentError, SamsarError
+from .events import ErrorEvent, StreamEvent
 from .inputs import CompletionRequest
-from .streaming import ErrorEvent, StreamEvent, check_chunk_chars, events_from_response
+from .streaming import check_chunk_chars, events_from_response
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -189,7 +190,7 @@ class Assistant:
 
         When the call fails with a :class:`~samsar_async.errors.SamsarError`
         (after its retries), the stream is one
-        :class:`~samsar_async.streaming.ErrorEvent` and then ends normally:
+        :class:`~samsar_async.events.ErrorEvent` and then ends normally:
         ``code`` is the exception's class name, ``message`` its text,
         ``param`` the field the server named, and ``error`` the exception.
         A stream never stops half-way. Bad arguments are a caller's bug, not a

@@ -12,14 +12,16 @@
         ...
 
 - :func:`encode` gives one frame: ``event: <type>``, optionally ``id: <id>``,
-  and ``data: <compact JSON of event.to_dict()>``, then a blank line. Compact
-  JSON escapes every control character, so the data is always one line.
+  and ``data: <compact JSON of event_to_dict(event)>``, then a blank line.
+  Compact JSON escapes every control character, so the data is always one
+  line. An :class:`~samsar_async.events.UnknownEvent` goes out under the
+  server's name for it (its ``event_type``), as it came in.
 - :data:`KEEPALIVE` and :func:`comment` are comment frames, which clients ignore.
 - :func:`decode_frames` parses a byte stream as the HTML standard says
   (lines end with CRLF, LF or CR, even split across chunks; UTF-8 even split
   mid-character; comments, ``event``, ``data``, ``id``, ``retry``), and
   :func:`decode` turns each frame's data into an event with
-  :func:`~samsar_async.streaming.event_from_dict`.
+  :func:`~samsar_async.converter.event_from_dict`.
 - :func:`stream_response` writes events to an ``aiohttp.web`` client, with
   keep-alive comments while it waits and a clean stop when the client leaves.
 """
@@ -38,8 +40,9 @@ import attrs
 from aiohttp import web
 
 from . import _json
+from .converter import event_from_dict, event_to_dict
 from .errors import InvalidArgumentError, StreamDecodeError
-from .streaming import ErrorEvent, StreamEvent, event_from_dict
+from .events import ErrorEvent, StreamEvent, UnknownEvent
 
 __all__ = [
     "CONTENT_TYPE",
@@ -52,7 +55,8 @@ __all__ = [
     "stream_response",
 ]
 
-logger = logging.getLogger(__name__)
+logger: logging.Logger = logging.getLogger(__name__)
+"""Where :func:`stream_response` logs a failing event source."""
 
 CONTENT_TYPE = "text/event-stream"
 
@@ -78,15 +82,21 @@ def comment(text: str = "") -> bytes:
 def encode(event: StreamEvent, *, id: str | None = None) -> bytes:
     """One ``text/event-stream`` frame holding ``event``.
 
-    ``event: <type>\\n`` (``id: <id>\\n``) ``data: <compact JSON>\\n\\n``.
-    Raises :class:`~samsar_async.errors.InvalidArgumentError` when the type or
-    ``id`` contains CR, LF or NUL (they cannot be sent in a field).
+    ``event: <type>\\n`` (``id: <id>\\n``) ``data: <compact JSON>\\n\\n``;
+    for an :class:`~samsar_async.events.UnknownEvent` the ``event:`` name is
+    its ``event_type``. Raises :class:`~samsar_async.errors.InvalidArgumentError`
+    when that name or ``id`` contains CR, LF or NUL (they cannot be sent in a
+    field).
     """
-    head = "event: " + _check_field("event.type", event.type) + "\n"
+    if isinstance(event, UnknownEvent):
+        name = _check_field("event.event_type", event.event_type)
+    else:
+        name = event.type
+    head = "event: " + name + "\n"
     if id is not None:
         head += "id: " + _check_field("id", id) + "\n"
     # Compact JSON has no raw CR or LF: they are escaped inside strings.
-    return head.encode() + b"data: " + _json.dumps(event.to_dict()) + b"\n\n"
+    return head.encode() + b"data: " + _json.dumps(event_to_dict(event)) + b"\n\n"
 
 
 # --- decoding -------------------------------------------------------------------

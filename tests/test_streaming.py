@@ -40,6 +40,7 @@ from samsar_async.streaming import (
     StreamEvent,
     UnknownEvent,
     event_from_dict,
+    event_to_dict,
     events_from_response,
 )
 from samsar_async.testing import PNG_SIGNATURE, Fault, MockSamsarServer
@@ -110,7 +111,7 @@ def check_sequence_numbers(events: list[StreamEvent]) -> None:
 
 def openai_dict(event: StreamEvent) -> dict[str, Any]:
     """The event's dict, validated against OpenAI's pydantic event union when available."""
-    data = event.to_dict()
+    data = event_to_dict(event)
     if OPENAI_EVENTS is not None:
         model = OPENAI_EVENT_CLASSES[event.type].model_validate(data)
         assert model.type == event.type
@@ -121,7 +122,7 @@ def openai_dict(event: StreamEvent) -> dict[str, Any]:
 
 
 def roundtrip(event: StreamEvent) -> StreamEvent:
-    return event_from_dict(json.loads(json.dumps(event.to_dict())))
+    return event_from_dict(json.loads(json.dumps(event_to_dict(event))))
 
 
 def response_from(payload: dict[str, Any]) -> Response:
@@ -176,7 +177,7 @@ async def test_text_response_events(server: MockSamsarServer, client: AsyncSamsa
     assert part_added.part == {"type": "output_text", "text": "", "annotations": []}
     assert isinstance(delta, OutputTextDelta)
     assert delta.delta == "Reply 1 to: Hello there"
-    assert delta.to_dict()["logprobs"] == []
+    assert event_to_dict(delta)["logprobs"] == []
     assert isinstance(text_done, OutputTextDone)
     assert text_done.text == "Reply 1 to: Hello there"
     assert isinstance(part_done, ContentPartDone)
@@ -417,7 +418,7 @@ async def test_image_response_event_carries_the_image(
     assert png.startswith(PNG_SIGNATURE)
     assert completed.image.revised_prompt == "Image 1 for: A launch poster"
     assert completed.image.session_id == session_id
-    data = completed.to_dict()
+    data = event_to_dict(completed)
     assert data["result"] == call.result
     # The image survives a JSON round trip.
     decoded = roundtrip(completed)
@@ -523,7 +524,7 @@ def test_unknown_items_and_parts_pass_through() -> None:
     assert isinstance(part_done, ContentPartDone)
     assert part_added.part == part_done.part == hologram
     assert part_added.content_index == 0
-    assert events[8].to_dict()["content_index"] == 1
+    assert event_to_dict(events[8])["content_index"] == 1
 
 
 def test_missing_item_ids_and_statuses_are_filled_in() -> None:
@@ -597,7 +598,7 @@ def test_failed_response_ends_with_response_failed() -> None:
     assert isinstance(final, ResponseFailed)
     assert final.response["status"] == "failed"
     assert final.error == {"code": "server_error", "message": "the model failed"}
-    assert "error" not in events[0].to_dict()["response"]
+    assert "error" not in event_to_dict(events[0])["response"]
 
 
 # --- OpenAI shapes and decoding ----------------------------------------------------
@@ -622,8 +623,16 @@ def every_event() -> list[StreamEvent]:
         *events_from_response(response, chunk_chars=4),
         *events_from_response(image),
         ImageGenerationCompleted(sequence_number=3, item_id="ig_9", output_index=0),
-        ResponseIncomplete(sequence_number=9, response={**MULTI, "status": "incomplete"}),
-        ResponseFailed(sequence_number=9, response={**MULTI, "status": "failed", "output": []}),
+        ResponseIncomplete(
+            sequence_number=9,
+            response={**MULTI, "status": "incomplete"},
+            parsed=response_from({**MULTI, "status": "incomplete"}),
+        ),
+        ResponseFailed(
+            sequence_number=9,
+            response={**MULTI, "status": "failed", "output": []},
+            parsed=response_from({**MULTI, "status": "failed", "output": []}),
+        ),
         ErrorEvent(sequence_number=0, code="NotFoundError", message="404 Not Found", param="x"),
         ErrorEvent(sequence_number=0, message="no code"),
         UnknownEvent("response.hologram.delta", {"type": "response.hologram.delta", "x": [1]}),
@@ -668,7 +677,7 @@ def test_event_from_dict_round_trips_every_event() -> None:
         decoded = roundtrip(event)
         assert type(decoded) is type(event)
         assert decoded == event
-        assert decoded.to_dict() == json.loads(json.dumps(event.to_dict()))
+        assert event_to_dict(decoded) == json.loads(json.dumps(event_to_dict(event)))
 
 
 def test_decoded_completed_event_is_parsed() -> None:
@@ -685,9 +694,10 @@ def test_unknown_event_type() -> None:
     data = {"type": "response.reasoning_summary_text.delta", "sequence_number": 4, "delta": "x"}
     event = event_from_dict(data)
     assert isinstance(event, UnknownEvent)
-    assert event.type == "response.reasoning_summary_text.delta"
+    assert event.type == "unknown"
+    assert event.event_type == "response.reasoning_summary_text.delta"
     assert event.sequence_number == 4
-    assert event.to_dict() == data
+    assert event_to_dict(event) == data
     assert UnknownEvent("x", {"type": "x"}).sequence_number is None
 
 
@@ -813,7 +823,7 @@ async def test_insufficient_credits_is_an_error_event(
     assert event.code == "InsufficientCreditsError"
     assert event.message.startswith("402 Payment Required")
     assert isinstance(event.error, InsufficientCreditsError)
-    assert event.to_dict() == {
+    assert event_to_dict(event) == {
         "type": "error",
         "sequence_number": 0,
         "code": "InsufficientCreditsError",
@@ -898,3 +908,80 @@ async def test_cancellation_is_not_swallowed(server: MockSamsarServer, client: A
     # The client still works afterwards.
     events = await collect(client.assistant.stream(session_id, "Again"))
     assert types(events) == TEXT_SEQUENCE
+
+
+# --- the union: literal types, the converter ----------------------------------------
+
+
+def test_every_event_type_is_its_own_literal() -> None:
+    """Each class's ``type`` is a ClassVar typed as the Literal of its value, and unique."""
+    from samsar_async import events as events_module
+
+    seen: set[str] = set()
+    for cls in typing.get_args(StreamEvent):
+        hint = typing.get_type_hints(cls, vars(events_module))["type"]
+        assert typing.get_origin(hint) is typing.ClassVar, cls
+        (literal,) = typing.get_args(hint)
+        assert typing.get_args(literal) == (cls.type,), cls
+        assert cls.type not in seen
+        seen.add(cls.type)
+    assert "unknown" in seen
+
+
+def test_type_is_not_an_argument() -> None:
+    with pytest.raises(TypeError):
+        OutputTextDelta(  # type: ignore[call-arg]
+            sequence_number=0,
+            item_id="m",
+            output_index=0,
+            content_index=0,
+            delta="x",
+            type="error",
+        )
+    with pytest.raises(TypeError):
+        UnknownEvent("x", {"type": "x"}, type="x")  # type: ignore[call-arg]
+
+
+def test_final_events_require_parsed() -> None:
+    with pytest.raises(TypeError, match="parsed"):
+        ResponseCompleted(sequence_number=0, response=MULTI)  # type: ignore[call-arg]
+
+
+def test_the_converter_structures_the_union() -> None:
+    from samsar_async.converter import converter
+
+    data = {
+        "type": "response.output_text.delta",
+        "sequence_number": 1,
+        "item_id": "m",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "Hi",
+    }
+    event = converter.structure(data, StreamEvent)
+    assert event == event_from_dict(data)
+    assert converter.unstructure(event) == event_to_dict(event) == {**data, "logprobs": []}
+    with pytest.raises(StreamDecodeError, match="'delta' must be a string, got nothing"):
+        converter.structure({k: v for k, v in data.items() if k != "delta"}, StreamEvent)
+    unknown = converter.structure({"type": "x.y", "n": 1}, StreamEvent)
+    assert unknown == UnknownEvent("x.y", {"type": "x.y", "n": 1})
+
+
+def test_unknown_types_are_not_remembered() -> None:
+    """A stream of made-up types leaves the converter's dispatch table as it was."""
+    from samsar_async import converter
+
+    before = dict(converter._EVENT_STRUCTURE_HOOKS)
+    for i in range(1000):
+        event = event_from_dict({"type": f"response.made_up_{i}", "sequence_number": i})
+        assert isinstance(event, UnknownEvent)
+        assert event.event_type == f"response.made_up_{i}"
+    assert before == converter._EVENT_STRUCTURE_HOOKS
+
+
+def test_decoded_unknown_event_keeps_a_copy() -> None:
+    data = {"type": "response.future", "sequence_number": 1}
+    event = event_from_dict(data)
+    data["sequence_number"] = 2
+    assert event.sequence_number == 1
+    assert event_to_dict(event) is not event_to_dict(event)
