@@ -848,12 +848,8 @@ def parse_system_prompt(
 # field of that event type, so that a bad value raises StreamDecodeError naming
 # both (the generated code stays fast: no detailed validation).
 
+
 # Top-level Response fields that are OpenAI's (the others are the SDK's own).
-_RESPONSE_WIRE_FIELDS = frozenset(
-    {"id", "object", "created_at", "status", "model", "output", "output_text", "usage"}
-)
-
-
 def _register_model_unstructure_hooks(conv: cattrs.Converter) -> None:
     def each(values: tuple[Any, ...]) -> list[Any]:
         return [conv.unstructure(value) for value in values]
@@ -883,15 +879,22 @@ def _register_model_unstructure_hooks(conv: cattrs.Converter) -> None:
             revised_prompt=override(omit_if_default=True),
         ),
     )
-    sdk_fields: dict[str, Any] = {
-        a.name: override(omit=True)
-        for a in attrs.fields(Response)
-        if a.name not in _RESPONSE_WIRE_FIELDS
-    }
-    conv.register_unstructure_hook(
-        Response,
-        make_dict_unstructure_fn(Response, conv, output=override(unstruct_hook=each), **sdk_fields),
-    )
+
+    def response(value: Response) -> dict[str, Any]:
+        # OpenAI's fields only, in the model's order (not credits, session_id, ...).
+        usage = value.usage
+        return {
+            "id": value.id,
+            "status": value.status,
+            "model": value.model,
+            "created_at": value.created_at,
+            "output": each(value.output),
+            "usage": None if usage is None else conv.unstructure(usage),
+            "output_text": value.output_text,
+            "object": value.object,
+        }
+
+    conv.register_unstructure_hook(Response, response)
 
 
 def model_to_dict(model: Response | OutputItem | OutputContent) -> dict[str, Any]:

@@ -140,7 +140,7 @@ class CreditBudgetExceededError(SamsarError):
 class StreamDecodeError(SamsarError, ValueError):
     """A streaming event (a dict, or an SSE frame's data) is not a valid event.
 
-    Raised by :func:`samsar_async.streaming.event_from_dict` and
+    Raised by :func:`samsar_async.converter.event_from_dict` and
     :func:`samsar_async.sse.decode`; the message names the event type and field.
     """
 
