@@ -8,6 +8,8 @@ these classes at one boundary (:mod:`samsar_async.transport`). The tree::
     ├── UsageError (also RuntimeError)          the SDK was used in a way it does not support
     │   └── ClientClosedError                   the client was used after close()
     ├── ImageDecodeError (also ValueError)      a generated image is not valid base64 / empty
+    ├── ImageSaveError (also OSError)           an image cannot be saved where asked: a
+    │                                           parent is not a directory, or the target is one
     ├── CreditBudgetExceededError               a batch stopped scheduling at ``min_credits``
     ├── StreamDecodeError (also ValueError)     a streaming event or SSE frame is malformed
     └── APIError                                a call to the API failed
@@ -68,6 +70,7 @@ __all__ = [
     "ConflictError",
     "CreditBudgetExceededError",
     "ImageDecodeError",
+    "ImageSaveError",
     "InsufficientCreditsError",
     "InternalServerError",
     "InvalidArgumentError",
@@ -124,6 +127,26 @@ class ClientClosedError(UsageError):
 
 class ImageDecodeError(SamsarError, ValueError):
     """A generated image's base64 payload is invalid or decodes to nothing."""
+
+
+class ImageSaveError(SamsarError, OSError):
+    """An image cannot be saved at the destination asked for, whatever ``overwrite`` says.
+
+    Raised by :func:`~samsar_async.images.save_image` and
+    :func:`~samsar_async.images.save_images` when a component of the path
+    that must be a directory is not one (``save_image(image, "afile/out.png")``
+    where ``afile`` is a regular file), or when the file to write is an
+    existing directory. ``errno`` (``ENOTDIR`` or ``EISDIR``), ``strerror``
+    and ``filename`` (the offending path) are set as on any :class:`OSError`.
+    Nothing is written.
+
+    It is deliberately *not* a :class:`FileExistsError`: that one means only
+    "this file exists; pass ``overwrite=True`` to replace it". An empty path
+    is refused earlier, with :class:`InvalidArgumentError` (field ``path``).
+    """
+
+    def __init__(self, errno: int, message: str, filename: str) -> None:
+        super().__init__(errno, message, filename)
 
 
 class CreditBudgetExceededError(SamsarError):

@@ -48,7 +48,7 @@ import attrs
 
 from . import _base64
 from ._base64 import OCTET_STREAM, Decoder, extension_for, sniff_mime
-from .errors import InvalidArgumentError
+from .errors import ImageSaveError, InvalidArgumentError
 from .models import GeneratedImage, _label
 
 __all__ = [
@@ -188,17 +188,69 @@ class _Target:
     """True when ``path`` must be a directory (trailing separator, save_images)."""
 
     def destination(self) -> pathlib.Path:
-        """Create what is missing and return the resolved destination (blocking)."""
+        """Create what is missing and return the resolved destination (blocking).
+
+        Raises :class:`ImageSaveError` when a directory on the way is a file.
+        """
         p = pathlib.Path(self.path)
         if self.force_dir or p.name in ("", "..") or p.is_dir():
-            p.mkdir(parents=True, exist_ok=True)
-            directory = p.resolve()
+            directory = _ensure_directory(p)
             dest = directory / self.filename
             if dest.parent != directory or dest.name != self.filename:
                 raise InvalidArgumentError("name", "would leave the target directory")
             return dest
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p.parent.resolve() / p.name
+        return _ensure_directory(p.parent) / p.name
+
+
+def _check_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a ``str``; refuse what is not a usable path before anything is touched."""
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise InvalidArgumentError("path", "must be a str or os.PathLike[str]")
+    if not raw:
+        raise InvalidArgumentError(
+            "path", "must not be empty (pass '.' to save into the current directory)"
+        )
+    if "\0" in raw:
+        raise InvalidArgumentError("path", "must not contain a NUL character")
+    return raw
+
+
+def _ensure_directory(directory: pathlib.Path) -> pathlib.Path:
+    """Create ``directory`` and its missing parents; return it resolved.
+
+    A component that exists but is not a directory (a regular file, a
+    dangling symlink) is an :class:`ImageSaveError` naming that component.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise _not_a_directory(directory) from None
+    return directory.resolve()
+
+
+def _not_a_directory(directory: pathlib.Path) -> ImageSaveError:
+    blocker = directory
+    for candidate in (*reversed(directory.parents), directory):  # outermost first
+        if os.path.lexists(candidate) and not candidate.is_dir():
+            blocker = candidate
+            break
+    return ImageSaveError(
+        errno.ENOTDIR,
+        f"Not a directory (cannot save an image into {str(directory)!r})",
+        str(blocker),
+    )
+
+
+def _is_a_directory(dest: pathlib.Path) -> ImageSaveError:
+    return ImageSaveError(
+        errno.EISDIR, "Is a directory (cannot be replaced by an image)", str(dest)
+    )
+
+
+def _is_real_directory(path: pathlib.Path) -> bool:
+    """A directory, not a symlink to one (a symlink is replaced like a file)."""
+    return os.path.isdir(path) and not os.path.islink(path)
 
 
 class _Aborted(Exception):
@@ -259,6 +311,8 @@ class _SaveJob:
     def _run(self) -> pathlib.Path:
         self._checkpoint()
         dest = self._target.destination()
+        if _is_real_directory(dest):
+            raise _is_a_directory(dest)
         if not self._overwrite and os.path.lexists(dest):
             raise _exists(dest)
         tmp = dest.with_name(f".{dest.name[:100]}.{secrets.token_hex(6)}.tmp")
@@ -287,19 +341,27 @@ class _SaveJob:
 
     def _commit(self, tmp: pathlib.Path, dest: pathlib.Path) -> None:
         if self._overwrite:
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                if _is_real_directory(dest):  # created since the check in _run
+                    raise _is_a_directory(dest) from None
+                raise
             return
         try:
             os.link(tmp, dest)
         except FileExistsError:
-            raise _exists(dest) from None
+            raise _taken(dest) from None
         except OSError as exc:
             if exc.errno not in _LINK_UNSUPPORTED:
                 raise
             # No hard links on this file system: reserve the name exclusively,
             # then atomically swap the complete file in. The destination exists,
             # empty, between the two steps.
-            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            try:
+                os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except FileExistsError:
+                raise _taken(dest) from None
             try:
                 os.replace(tmp, dest)
             except BaseException:
@@ -322,22 +384,26 @@ async def save_image(
     from the ``name`` pattern (:data:`DEFAULT_NAME_PATTERN`) with every
     placeholder value sanitized to ``[A-Za-z0-9._-]``. Otherwise ``path``
     is the file itself; its missing parent directories are created.
+    An empty ``path`` is refused (:class:`InvalidArgumentError`); pass
+    ``"."`` to mean the current directory.
 
     The bytes go to a temporary file next to the destination, are
     fsync'ed, then moved into place: ``os.link`` when ``overwrite`` is
     false (an existing file, even one created concurrently, is never
-    replaced: :class:`FileExistsError`), ``os.replace`` when it is true.
+    replaced: :class:`FileExistsError`, which is raised for nothing
+    else), ``os.replace`` when it is true. A destination that cannot be
+    saved to whatever ``overwrite`` says (a parent that is a regular
+    file, as in ``"afile/out.png"``; a generated name that is an existing
+    directory) raises :class:`~samsar_async.errors.ImageSaveError`.
     On any failure (invalid base64, disk error, cancellation) the
     temporary file is removed and the destination is not created.
 
     An unrecognized format is saved anyway (``.bin`` in generated names)
     with an :class:`UnknownImageFormatWarning`.
     """
+    raw = _check_path(path)
     _parse_pattern(name)
     filename = _build_name(name, image, image.extension)
-    raw = os.fspath(path)
-    if not isinstance(raw, str):
-        raise InvalidArgumentError("path", "must be a str or os.PathLike[str]")
     seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
     target = _Target(raw, filename, force_dir=raw.endswith(seps))
     return await _save(image, target, overwrite=overwrite, stacklevel=3)
@@ -371,6 +437,11 @@ def _exists(dest: pathlib.Path) -> FileExistsError:
     )
 
 
+def _taken(dest: pathlib.Path) -> OSError:
+    """The error for a destination name found taken at commit time."""
+    return _is_a_directory(dest) if _is_real_directory(dest) else _exists(dest)
+
+
 def _fsync_directory(directory: pathlib.Path) -> None:
     """Make the new directory entry durable (POSIX; best effort)."""
     if os.name != "posix":
@@ -402,11 +473,16 @@ async def save_images(
     (:class:`~samsar_async.errors.InvalidArgumentError`). The images are then
     written one after the other, each atomically; if one fails, the ones
     before it stay saved. Returns the resolved paths, in order.
+
+    The errors are those of :func:`save_image`: an empty ``path`` is an
+    :class:`~samsar_async.errors.InvalidArgumentError`, a ``path`` that is
+    (or lies under) a regular file an
+    :class:`~samsar_async.errors.ImageSaveError`, and
+    :class:`FileExistsError` only ever means that a file of that name exists
+    (pass ``overwrite=True``).
     """
+    raw = _check_path(path)
     _parse_pattern(name)
-    raw = os.fspath(path)
-    if not isinstance(raw, str):
-        raise InvalidArgumentError("path", "must be a str or os.PathLike[str]")
     names: dict[str, int] = {}
     targets: list[_Target] = []
     for position, image in enumerate(images):

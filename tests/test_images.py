@@ -24,7 +24,7 @@ import anyio.from_thread
 import pytest
 
 from samsar_async import _base64
-from samsar_async.errors import ImageDecodeError, InvalidArgumentError
+from samsar_async.errors import ImageDecodeError, ImageSaveError, InvalidArgumentError
 from samsar_async.images import (
     DEFAULT_NAME_PATTERN,
     GeneratedImage,
@@ -519,13 +519,132 @@ async def test_disk_error_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     assert entries(tmp_path) == []
 
 
-async def test_destination_is_a_directory_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overwrite", [False, True])
+async def test_destination_is_a_directory_leaves_nothing(tmp_path: Path, overwrite: bool) -> None:
     (tmp_path / "resp_1-0.png").mkdir()
-    # A generated name that is an existing directory cannot be replaced.
-    with pytest.raises(OSError):  # IsADirectoryError or PermissionError, by OS
-        await save_image(image(PNG), tmp_path, overwrite=True)
+    # A generated name that is an existing directory cannot be replaced, with or
+    # without overwrite: not "file exists, pass overwrite=True".
+    with pytest.raises(ImageSaveError) as info:
+        await save_image(image(PNG), tmp_path, overwrite=overwrite)
+    assert not isinstance(info.value, FileExistsError)
+    assert info.value.errno == errno.EISDIR
+    assert info.value.filename == str(tmp_path.resolve() / "resp_1-0.png")
     assert entries(tmp_path) == ["resp_1-0.png"]
     assert entries(tmp_path / "resp_1-0.png") == []
+
+
+# ----------------------------------------------------------------------------- save: unusable paths
+
+
+def _not_a_directory(info: pytest.ExceptionInfo[ImageSaveError], blocker: Path) -> None:
+    """The error is ours, says ENOTDIR, names the file in the way, and is no FileExistsError."""
+    exc = info.value
+    assert type(exc) is ImageSaveError
+    assert isinstance(exc, OSError)
+    assert not isinstance(exc, FileExistsError)
+    assert exc.errno == errno.ENOTDIR
+    assert exc.filename == str(blocker)
+    assert "overwrite" not in str(exc)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize(
+    "relative", ["afile/out.png", "afile/sub/deeper/out.png", "afile/", "afile/sub/"]
+)
+async def test_save_under_a_regular_file_is_an_image_save_error(
+    tmp_path: Path, overwrite: bool, relative: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"not a directory")
+    target = str(tmp_path / relative) + (os.sep if relative.endswith("/") else "")
+    with pytest.raises(ImageSaveError) as info:
+        await save_image(image(PNG), target, overwrite=overwrite)
+    _not_a_directory(info, afile)
+    # Nothing was written or created anywhere, and the file in the way is intact.
+    assert entries(tmp_path) == ["afile"]
+    assert afile.read_bytes() == b"not a directory"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+async def test_save_images_under_a_regular_file_is_an_image_save_error(
+    tmp_path: Path, overwrite: bool
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    for target in (afile, afile / "out"):
+        with pytest.raises(ImageSaveError) as info:
+            await save_images(
+                [image(PNG, index=0), image(JPEG, index=1)], target, overwrite=overwrite
+            )
+        _not_a_directory(info, afile)
+    assert entries(tmp_path) == ["afile"]
+    assert afile.read_bytes() == b"x"
+
+
+async def test_save_through_a_dangling_symlink_is_an_image_save_error(tmp_path: Path) -> None:
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "missing-target")
+    with pytest.raises(ImageSaveError) as info:
+        await save_image(image(PNG), link / "out.png", overwrite=True)
+    _not_a_directory(info, link)
+    assert entries(tmp_path) == ["gone"]
+
+
+async def test_file_exists_error_still_means_the_file_exists(tmp_path: Path) -> None:
+    # The regression's other half: a *file* in the way of the destination itself
+    # (not of its parent) is FileExistsError, and overwrite=True replaces it.
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"old")
+    with pytest.raises(FileExistsError) as info:
+        await save_image(image(PNG), afile)
+    assert not isinstance(info.value, ImageSaveError)
+    assert "overwrite=True" in str(info.value)
+    assert await save_image(image(PNG), afile, overwrite=True) == afile.resolve()
+    assert afile.read_bytes() == PNG
+    assert entries(tmp_path) == ["afile"]
+
+
+async def test_empty_path_is_refused_not_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(InvalidArgumentError) as info:
+            await save_image(image(PNG), "", overwrite=overwrite)
+        assert info.value.field == "path"
+        assert "empty" in info.value.reason
+        with pytest.raises(InvalidArgumentError) as info:
+            await save_images([image(PNG)], "", overwrite=overwrite)
+        assert info.value.field == "path"
+    assert entries(tmp_path) == []
+    # The current directory is still reachable, when asked for explicitly.
+    assert (await save_image(image(PNG), ".")).parent == tmp_path.resolve()
+
+
+async def test_directory_appearing_at_commit_time_is_an_image_save_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_link = os.link
+
+    def link_after_a_mkdir(src: str, dst: str) -> None:
+        os.mkdir(dst)  # another process made a directory of that name mid-save
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link_after_a_mkdir)
+    with pytest.raises(ImageSaveError) as info:
+        await save_image(image(PNG), tmp_path)
+    assert info.value.errno == errno.EISDIR
+    assert entries(tmp_path) == ["resp_1-0.png"]  # the directory, and no temp file
+    assert (tmp_path / "resp_1-0.png").is_dir()
+
+
+async def test_nul_in_path_is_an_invalid_argument(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        await save_image(image(PNG), str(tmp_path / "a\0b.png"))
+    assert info.value.field == "path"
+    with pytest.raises(InvalidArgumentError):
+        await save_images([image(PNG)], str(tmp_path) + "/x\0")
+    assert entries(tmp_path) == []
 
 
 async def test_unknown_format_saved_as_bin_with_warning(tmp_path: Path) -> None:
