@@ -43,6 +43,10 @@ Batch files, resuming and idempotency keys
 optionally ``input``, ``max_output_tokens``, ``temperature``, ``top_p``,
 ``reasoning``, ``metadata``, ``tools``, ``tool_choice``, ``extra_body`` and
 ``idempotency_key``. Blank lines are skipped. The file is read lazily.
+It is UTF-8, with LF or CRLF line ends; a UTF-8 byte order mark at the very
+start of the file is accepted and ignored (as Python's ``utf-8-sig`` codec
+does: it is not part of line 1, nor of line 1's key). A BOM anywhere else, or
+bytes that are not UTF-8, make that line invalid (an error row).
 
 Each finished line appends one JSON row to ``RESULTS.jsonl`` (flushed at once;
 fsynced at the end): ``line`` (1-based), ``session_id``, ``ok``,
@@ -66,6 +70,15 @@ call that was in flight when a run crashed is therefore repeated with the same
 key, and a server that honours idempotency keys (the mock does) answers it
 from its record without charging again. Moving or renaming the requests file
 changes the keys (lines already done are still skipped).
+
+A line's own ``idempotency_key`` must be unique (compared without surrounding
+whitespace): it belongs to the first line of the file that carries it, or to
+the line a row of ``RESULTS.jsonl`` already carries it for. Any other line
+repeating it is not sent (the server would answer it with the first line's
+recorded response) and gets an ``InvalidArgumentError`` row such as ``line 7:
+idempotency_key 'k-1' is already used by line 2; not sent ...``; that row's
+``idempotency_key`` is the line's derived key. Only the keys are held in
+memory while the file is checked, never the lines.
 """
 
 from __future__ import annotations

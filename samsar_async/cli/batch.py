@@ -20,7 +20,15 @@ import attrs
 
 from ..config import API_KEY_ENV, BASE_URL_ENV
 from ..errors import AuthenticationError, CreditBudgetExceededError, InsufficientCreditsError
-from ..requests_file import ResultsWriter, count_todo, iter_requests, read_done_lines, result_row
+from ..requests_file import (
+    KeyOwners,
+    ResultsWriter,
+    iter_requests,
+    read_done_lines,
+    read_key_owners,
+    result_row,
+    scan_requests,
+)
 from .exits import (
     EXIT_BATCH_FAILED,
     EXIT_CREDITS,
@@ -83,15 +91,29 @@ class BatchSummary:
         return EXIT_BATCH_FAILED if self.failed else EXIT_OK
 
 
+@attrs.frozen
+class _Plan:
+    """What a run has to do, from the requests file and what earlier runs wrote."""
+
+    source: Path
+    """The requests file, resolved."""
+    done: set[int]
+    todo: int
+    owners: KeyOwners
+
+
 def _prepare_batch(
     requests_path: str | os.PathLike[str], out: Path, summary: BatchSummary
-) -> tuple[Path, set[int], int]:
-    """Read what earlier runs did; returns (requests path, done lines, lines to do)."""
+) -> _Plan:
+    """Read what earlier runs did and scan the requests file once (twice the results
+    file when some lines carry their own ``idempotency_key``)."""
     source = Path(requests_path).resolve()
     done, summary.unreadable_rows = read_done_lines(out)
-    summary.lines, todo = count_todo(source, done)
-    summary.skipped = summary.lines - todo
-    return source, done, todo
+    scan = scan_requests(source, done)
+    summary.lines = scan.lines
+    summary.skipped = scan.lines - scan.todo
+    in_results = read_key_owners(out, scan.first_use) if scan.first_use and scan.todo else {}
+    return _Plan(source, done, scan.todo, KeyOwners(scan.first_use, in_results))
 
 
 def _images_dir(out: Path, images_dir: str | os.PathLike[str] | None) -> Path:
@@ -120,17 +142,17 @@ async def run_batch(
     out = Path(results_path)
     pictures = _images_dir(out, images_dir)
     summary = BatchSummary()
-    source, done, todo = _prepare_batch(requests_path, out, summary)
+    plan = _prepare_batch(requests_path, out, summary)
     if summary.unreadable_rows:
         _err(f"note: ignored {summary.unreadable_rows} unreadable row(s) in {out}")
-    if not todo:
+    if not plan.todo:
         return summary
     lines: dict[int, int] = {}
-    requests = iter_requests(source, done, lines)
+    requests = iter_requests(plan.source, plan.done, lines, plan.owners)
     recorder = _Recorder(
         summary,
         ResultsWriter(out),
-        _make_progress(progress, label, todo, progress_every),
+        _make_progress(progress, label, plan.todo, progress_every),
         label,
         out,
     )
@@ -241,10 +263,10 @@ def _batch_ray(args: argparse.Namespace) -> int:
     out = Path(args.out)
     pictures = _images_dir(out, args.images_dir or None)
     summary = BatchSummary()
-    _, done, todo = _prepare_batch(args.requests, out, summary)
+    plan = _prepare_batch(args.requests, out, summary)
     if summary.unreadable_rows:
         _err(f"note: ignored {summary.unreadable_rows} unreadable row(s) in {out}")
-    if todo:
+    if plan.todo:
         ray.init(
             address=args.ray or None,
             include_dashboard=False,
@@ -254,13 +276,14 @@ def _batch_ray(args: argparse.Namespace) -> int:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        display = _make_progress(args.progress, "batch", todo, args.progress_every)
+        display = _make_progress(args.progress, "batch", plan.todo, args.progress_every)
         recorder = _Recorder(summary, ResultsWriter(out), display, "batch", out)
         base_url = args.base_url or os.environ.get(BASE_URL_ENV)
         try:
             for row in run_batch_file(
-                args.requests,
-                done,
+                plan.source,
+                plan.done,
+                owners=plan.owners,
                 images_dir=pictures,
                 base_url=base_url,
                 actors=args.actors,

@@ -58,11 +58,12 @@ from ..errors import InvalidArgumentError
 from ..images import save_images
 from ..inputs import REQUEST_FIELDS, CompletionRequest
 from ..requests_file import (
+    KeyOwners,
     Malformed,
-    batch_idempotency_key,
     error_info,
+    iter_todo,
     make_row,
-    parse_line,
+    scan_requests,
 )
 
 if TYPE_CHECKING:
@@ -374,6 +375,7 @@ def run_batch_file(
     requests_path: str | os.PathLike[str],
     done: set[int],
     *,
+    owners: KeyOwners | None = None,
     images_dir: str | os.PathLike[str],
     base_url: str | None = None,
     actors: int = 2,
@@ -388,28 +390,33 @@ def run_batch_file(
     without charging a line twice. Rows come in the single-machine format
     (``line``, ``error`` as ``{type, message, status}``, ...) as Ray finishes
     them. Ray must already be initialized (``ray.init()``).
+
+    The file is read with the same rules too (:func:`~samsar_async.requests_file.iter_todo`):
+    a UTF-8 BOM at its start is ignored, and a line repeating another line's
+    own ``idempotency_key`` gets an error row naming that line and is never
+    sent. ``owners`` says which line owns each key (``samsar batch --ray``
+    passes what it read from the results file too); by default it is computed
+    from the requests file alone.
     """
     import ray.data
 
     source = Path(requests_path).resolve()
+    if owners is None:
+        owners = KeyOwners(scan_requests(source, done).first_use)
     items: list[dict[str, Any]] = []
-    with open(source, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if number in done or not raw.strip():
-                continue
-            request = parse_line(raw, number, batch_idempotency_key(source, number, raw))
-            if isinstance(request, Malformed):
-                info = {"type": "InvalidArgumentError", "message": request.message, "status": None}
-                yield make_row(number, request.session_id, request.idempotency_key, error=info)
-                continue
-            items.append(
-                {
-                    "row_key": number,
-                    "session_id": request.session_id,
-                    "request": raw.decode("utf-8", "replace"),
-                    "idempotency_key": request.idempotency_key,
-                }
-            )
+    for number, raw, request in iter_todo(source, done, owners):
+        if isinstance(request, Malformed):
+            info = {"type": "InvalidArgumentError", "message": request.message, "status": None}
+            yield make_row(number, request.session_id, request.idempotency_key, error=info)
+            continue
+        items.append(
+            {
+                "row_key": number,
+                "session_id": request.session_id,
+                "request": raw.decode("utf-8", "replace"),
+                "idempotency_key": request.idempotency_key,
+            }
+        )
     if not items:
         return
     results = complete_dataset(
