@@ -351,13 +351,11 @@ class KeyOwners:
     def refusal(self, line: int, key: str) -> str | None:
         """Why line ``line`` must not be sent with ``key``, or ``None`` if it may."""
         stripped = key.strip()
-        owner = self.in_results.get(stripped)
-        where = " (per its row in the results file)"
-        if owner is None:
-            owner = self.in_file.get(stripped)
-            where = ""
+        first = self.in_file.get(stripped)
+        owner = self.in_results.get(stripped, first)
         if owner is None or owner == line:
             return None
+        where = "" if owner == first else " (per its row in the results file)"
         return (
             f"line {line}: idempotency_key {_show_key(key)} is already used by line "
             f"{owner}{where}; not sent (every line needs its own key, or none)"

@@ -22,10 +22,12 @@ from samsar_async.testing import MockSamsarServer
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
+from samsar_async.batchfile import KeyOwners  # noqa: E402
 from samsar_async.integrations.ray import (  # noqa: E402
     SamsarMapper,
     complete_dataset,
     row_idempotency_key,
+    run_batch_file,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.anyio]
@@ -179,6 +181,47 @@ async def test_errors_are_rows(server: MockSamsarServer) -> None:
     assert results[2]["error_type"] == "InvalidArgumentError"
     assert "bogus" in results[3]["error_message"]
     assert len(server.ledger) == 1
+
+
+async def test_batch_file_rules_hold_on_ray(server: MockSamsarServer, tmp_path: Path) -> None:
+    """A BOM starting the file is ignored; a repeated explicit key is refused, unsent."""
+    s1, s2 = server.create_session(WORKER_KEY), server.create_session(WORKER_KEY)
+    requests = tmp_path / "requests.jsonl"
+    lines = [
+        {"session_id": s1, "input": "first", "idempotency_key": "dup"},
+        {"session_id": s2, "input": "second", "idempotency_key": "dup"},
+        {"session_id": s2, "input": "third"},
+    ]
+    requests.write_bytes(
+        b"\xef\xbb\xbf" + b"".join(json.dumps(x).encode() + b"\r\n" for x in lines)
+    )
+
+    def job(owners: KeyOwners | None, done: set[int]) -> dict[int, dict[str, Any]]:
+        rows = run_batch_file(
+            requests, done, owners=owners, images_dir=tmp_path / "img",
+            base_url=server.url, actors=1, concurrency=4,
+        )  # fmt: skip
+        return {row["line"]: row for row in rows}
+
+    rows = await anyio.to_thread.run_sync(job, None, set())
+    assert sorted(rows) == [1, 2, 3]
+    assert rows[1]["ok"], rows[1]
+    assert rows[3]["ok"], rows[3]
+    assert rows[2]["error"]["type"] == "InvalidArgumentError"
+    assert rows[2]["error"]["message"].startswith(
+        "line 2: idempotency_key 'dup' is already used by line 1;"
+    )
+    dup = [(r.session_id, r.body["input"]) for r in server.requests if r.idempotency_key == "dup"]
+    assert dup == [(s1, "first")]
+    assert len(server.ledger) == 2
+
+    # What `samsar batch --ray` passes: owners read from the results file win.
+    rows = await anyio.to_thread.run_sync(job, KeyOwners({"dup": 1}, {"dup": 7}), {3})
+    assert sorted(rows) == [1, 2]
+    assert all(
+        "already used by line 7 (per its row" in r["error"]["message"] for r in rows.values()
+    )
+    assert len(server.ledger) == 2
 
 
 async def test_cli_batch_on_ray(server: MockSamsarServer, tmp_path: Path) -> None:
