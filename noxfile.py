@@ -11,6 +11,7 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = None  # the interpreter that runs nox
 TEST_DEPS = [
     "pytest>=8",
+    "hypothesis>=6.100",
     "openai>=1.60",
     "rich>=13",
     "httpx>=0.27",
@@ -48,7 +49,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def ray(session: nox.Session) -> None:
     """The Ray Data integration on a local 2-CPU cluster (the ``ray`` extra)."""
-    session.install("-e", ".[ray,speedups]", "pytest>=8")
+    session.install("-e", ".[ray,speedups]", "pytest>=8", "hypothesis>=6.100")  # collects all tests
     session.run("pytest", "-m", "ray", "-p", "no:cacheprovider", *session.posargs)
 
 

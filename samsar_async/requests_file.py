@@ -106,10 +106,21 @@ def batch_idempotency_key(requests_path: str | os.PathLike[str], line: int, cont
     over bytes, so any path works). Stable across runs and machines for the
     same file path and line.
     """
-    path = os.fsencode(Path(requests_path).resolve())
+    return _derive_key(_key_prefix(requests_path), line, content)
+
+
+def _key_prefix(requests_path: str | os.PathLike[str]) -> bytes:
+    """The namespace and resolved path: what every key of one file starts from.
+
+    Resolving costs a ``realpath`` (several system calls); a file's lines share it.
+    """
+    return BATCH_KEY_NAMESPACE.bytes + os.fsencode(Path(requests_path).resolve())
+
+
+def _derive_key(prefix: bytes, line: int, content: bytes) -> str:
     digest = hashlib.sha256(content.strip()).hexdigest()
-    name = b"%s\n%d\n%s" % (path, line, digest.encode("ascii"))
-    sha1 = hashlib.sha1(BATCH_KEY_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    name = b"%s\n%d\n%s" % (prefix, line, digest.encode("ascii"))
+    sha1 = hashlib.sha1(name, usedforsecurity=False).digest()
     return str(uuid.UUID(bytes=sha1[:16], version=5))
 
 
@@ -408,17 +419,18 @@ def iter_todo(
 ) -> Generator[tuple[int, bytes, CompletionRequest | Malformed], None, None]:
     """``(number, bytes, parsed)`` of each non-blank line not in ``done``, lazily.
 
-    ``path`` should be resolved (it is part of each derived key). With
+    The path is resolved once (it is part of each derived key). With
     ``owners``, a line whose own key belongs to another line becomes a
     :class:`Malformed` naming that line (its row carries the derived key, never
     the duplicate). Without, every line is on its own: :func:`scan_requests`
     and :func:`read_key_owners` build ``owners``.
     """
+    prefix = _key_prefix(path)
     with contextlib.closing(iter_lines(path)) as lines:  # closing us closes the file now
         for number, raw in lines:
             if number in done:
                 continue
-            key = batch_idempotency_key(path, number, raw)
+            key = _derive_key(prefix, number, raw)
             item = parse_line(raw, number, key)
             if owners is not None and isinstance(item, CompletionRequest):
                 own = item.idempotency_key
