@@ -22,13 +22,13 @@ from samsar_async.testing import MockSamsarServer
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from samsar_async.batchfile import KeyOwners  # noqa: E402
 from samsar_async.integrations.ray import (  # noqa: E402
     SamsarMapper,
     complete_dataset,
     row_idempotency_key,
     run_batch_file,
 )
+from samsar_async.requests_file import KeyOwners  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.anyio]
 

@@ -40,8 +40,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from samsar_async import AsyncSamsar, RetryPolicy
-from samsar_async.batchfile import BATCH_KEY_NAMESPACE
 from samsar_async.cli import run_batch
+from samsar_async.requests_file import BATCH_KEY_NAMESPACE
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
