@@ -517,6 +517,56 @@ def _shape_error(
     )
 
 
+_TOP_LEVEL: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("id", (str,), "a string"),
+    ("status", (str, type(None)), "a string or null"),
+    ("model", (str, type(None)), "a string or null"),
+    ("object", (str, type(None)), "a string or null"),
+    ("created_at", (int, type(None)), "an integer or null"),
+    ("usage", (dict, type(None)), "an object or null"),
+    ("output", (list, type(None)), "an array or null"),
+)
+
+
+def _top_level_error(
+    data: dict[str, Any], status_code: int, idempotency_key: str | None
+) -> APIResponseValidationError:
+    """Which top-level field is wrong (off the call path: only for a bad answer)."""
+    for name, types, expected in _TOP_LEVEL:
+        value = data.get(name)
+        if type(value) not in types:
+            return _shape_error(f"response.{name}", expected, value, status_code, idempotency_key)
+    raise AssertionError("unreachable: the fast check and this one agree")  # pragma: no cover
+
+
+def _output_error(
+    output: list[Any], status_code: int, idempotency_key: str | None
+) -> APIResponseValidationError:
+    """Which output item or message content part is not an object (off the call path)."""
+    for i, item in enumerate(output):
+        if type(item) is not dict:
+            return _shape_error(
+                f"response.output[{i}]", "an object", item, status_code, idempotency_key
+            )
+        content = item.get("content") if item.get("type") == "message" else None
+        if content is None:
+            continue
+        if type(content) is not list:
+            return _shape_error(
+                f"response.output[{i}].content", "an array", content, status_code, idempotency_key
+            )
+        for j, part in enumerate(content):
+            if type(part) is not dict:
+                return _shape_error(
+                    f"response.output[{i}].content[{j}]",
+                    "an object",
+                    part,
+                    status_code,
+                    idempotency_key,
+                )
+    raise AssertionError("unreachable: the fast check and this one agree")  # pragma: no cover
+
+
 def structure_response(
     data: Any,
     *,
@@ -544,67 +594,44 @@ def structure_response(
         )
     get = data.get
     rid = get("id")
-    if type(rid) is not str:
-        raise _shape_error("response.id", "a string", rid, status_code, idempotency_key)
     status = get("status")
     model = get("model")
     kind = get("object")
-    for name, value in (("status", status), ("model", model), ("object", kind)):
-        if value is not None and type(value) is not str:
-            raise _shape_error(
-                f"response.{name}", "a string or null", value, status_code, idempotency_key
-            )
     created_at = get("created_at")
-    if created_at is not None and type(created_at) is not int:
-        raise _shape_error(
-            "response.created_at", "an integer or null", created_at, status_code, idempotency_key
-        )
     usage = get("usage")
-    if usage is not None and type(usage) is not dict:
-        raise _shape_error(
-            "response.usage", "an object or null", usage, status_code, idempotency_key
-        )
     output = get("output")
     text = get("output_text")
-    if output is not None:
-        if type(output) is not list:
-            raise _shape_error(
-                "response.output", "an array or null", output, status_code, idempotency_key
-            )
-        parts: list[str] | None = None if type(text) is str else []
-        for i, item in enumerate(output):
+    if not (
+        type(rid) is str
+        and (status is None or type(status) is str)
+        and (model is None or type(model) is str)
+        and (kind is None or type(kind) is str)
+        and (created_at is None or type(created_at) is int)
+        and (usage is None or type(usage) is dict)
+        and (output is None or type(output) is list)
+    ):
+        raise _top_level_error(data, status_code, idempotency_key)
+    if output:
+        missing_text = type(text) is not str
+        pieces: list[str] = []
+        for item in output:
             if type(item) is not dict:
-                raise _shape_error(
-                    f"response.output[{i}]", "an object", item, status_code, idempotency_key
-                )
-            if item.get("type") != "message":
-                continue
-            content = item.get("content")
-            if content is None:
-                continue
-            if type(content) is not list:
-                raise _shape_error(
-                    f"response.output[{i}].content",
-                    "an array",
-                    content,
-                    status_code,
-                    idempotency_key,
-                )
-            for j, part in enumerate(content):
-                if type(part) is not dict:
-                    raise _shape_error(
-                        f"response.output[{i}].content[{j}]",
-                        "an object",
-                        part,
-                        status_code,
-                        idempotency_key,
-                    )
-                if parts is not None and part.get("type") == "output_text":
-                    piece = part.get("text")
-                    if type(piece) is str:
-                        parts.append(piece)
-        if parts is not None:
-            text = "".join(parts)
+                raise _output_error(output, status_code, idempotency_key)
+            if item.get("type") == "message":
+                content = item.get("content")
+                if content is None:
+                    continue
+                if type(content) is not list:
+                    raise _output_error(output, status_code, idempotency_key)
+                for part in content:
+                    if type(part) is not dict:
+                        raise _output_error(output, status_code, idempotency_key)
+                    if missing_text and part.get("type") == "output_text":
+                        piece = part.get("text")
+                        if type(piece) is str:
+                            pieces.append(piece)
+        if missing_text:
+            text = "".join(pieces)
     if type(text) is not str:
         text = ""
     return Response._from_json(
@@ -674,10 +701,14 @@ def _is_json(content_type: str | None) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8"})
+"""The usual JSON content types, recognized without parsing."""
+
+
 def decode_json_body(raw: Answer, idempotency_key: str | None) -> Any:
     """The JSON of a 2xx answer; a wrong content type or invalid JSON is a validation error."""
     content_type = raw.headers.get("Content-Type")
-    if not _is_json(content_type):
+    if content_type not in _PLAIN_JSON and not _is_json(content_type):
         raise APIResponseValidationError(
             f"the {raw.status} answer has content type {content_type!r}, not JSON: "
             f"{_excerpt(raw.body)!r}",

@@ -399,52 +399,43 @@ class Response:
     the key the call was sent with, ``session_id`` the session it ran on, and
     ``raw`` the full JSON object as received, unknown fields included.
 
-    Immutable and hashable; equal when every field but ``raw`` is equal. A
-    response returned by the client keeps the parsed JSON and builds the typed
-    ``output``, ``usage`` and ``credits`` on first access (their top-level
-    shape was checked when the answer arrived; a deeper problem raises
+    Immutable (every field is a read-only property) and hashable; equal when
+    every field but ``raw`` is equal. A response returned by the client keeps
+    the parsed JSON and builds the typed ``output``, ``usage`` and ``credits``
+    on first access (their top-level shape was checked when the answer
+    arrived; a deeper problem raises
     :class:`~samsar_async.errors.APIResponseValidationError` on that access).
     Build one in code with the keyword arguments below.
     """
 
     __slots__ = (
         "_charged",
+        "_created_at",
         "_credits",
+        "_id",
+        "_idempotency_key",
         "_images",
+        "_model",
+        "_object",
         "_output",
+        "_output_text",
         "_parts",
+        "_raw",
         "_remaining",
+        "_session_id",
+        "_status",
         "_usage",
-        "created_at",
-        "id",
-        "idempotency_key",
-        "model",
-        "object",
-        "output_text",
-        "raw",
-        "session_id",
-        "status",
     )
 
-    id: str
-    """The response id."""
-    status: str | None
-    """``"completed"``, ``"incomplete"``, ``"failed"``, ... as sent."""
-    model: str | None
-    """The model that answered."""
-    created_at: int | None
-    """Unix time of creation."""
-    output_text: str
-    """The answer's text (see the class docstring)."""
-    object: str
-    """``"response"``."""
-    idempotency_key: str | None
-    """The ``Idempotency-Key`` the call was sent with."""
-    session_id: str | None
-    """The session the call ran on."""
-    raw: Mapping[str, Any]
-    """The JSON object as received (empty for a response built in code)."""
-
+    _id: str
+    _status: str | None
+    _model: str | None
+    _created_at: int | None
+    _output_text: str
+    _object: str
+    _idempotency_key: str | None
+    _session_id: str | None
+    _raw: Mapping[str, Any]
     _output: tuple[OutputItem, ...]
     _usage: Usage | None
     _credits: Credits
@@ -468,22 +459,19 @@ class Response:
         session_id: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> None:
-        _init(
-            self,
-            id,
-            status,
-            model,
-            created_at,
-            output_text,
-            object,
-            idempotency_key,
-            session_id,
-            {} if raw is None else raw,
-        )
-        _set(self, "_output", tuple(output))
-        _set(self, "_usage", usage)
-        _set(self, "_credits", credits)
-        _set(self, "_parts", None)
+        self._id = id
+        self._status = status
+        self._model = model
+        self._created_at = created_at
+        self._output_text = output_text
+        self._object = object
+        self._idempotency_key = idempotency_key
+        self._session_id = session_id
+        self._raw = {} if raw is None else raw
+        self._output = tuple(output)
+        self._usage = usage
+        self._credits = credits
+        self._parts = None
 
     @classmethod
     def _from_json(
@@ -504,25 +492,67 @@ class Response:
         """A response whose ``output``, ``usage`` and ``credits`` are built when read
         (for the converter: the top-level fields were checked already)."""
         self = cls.__new__(cls)
-        _init(
-            self,
-            id,
-            status,
-            model,
-            created_at,
-            output_text,
-            object,
-            idempotency_key,
-            session_id,
-            raw,
-        )
-        _set(self, "_output", _UNREAD)
-        _set(self, "_usage", _UNREAD)
-        _set(self, "_credits", _UNREAD)
-        _set(self, "_charged", charged)
-        _set(self, "_remaining", remaining)
-        _set(self, "_parts", parts)
+        self._id = id
+        self._status = status
+        self._model = model
+        self._created_at = created_at
+        self._output_text = output_text
+        self._object = object
+        self._idempotency_key = idempotency_key
+        self._session_id = session_id
+        self._raw = raw
+        self._output = _UNREAD
+        self._usage = _UNREAD
+        self._credits = _UNREAD
+        self._charged = charged
+        self._remaining = remaining
+        self._parts = parts
         return self
+
+    @property
+    def id(self) -> str:
+        """The response id."""
+        return self._id
+
+    @property
+    def status(self) -> str | None:
+        """``"completed"``, ``"incomplete"``, ``"failed"``, ... as sent."""
+        return self._status
+
+    @property
+    def model(self) -> str | None:
+        """The model that answered."""
+        return self._model
+
+    @property
+    def created_at(self) -> int | None:
+        """Unix time of creation."""
+        return self._created_at
+
+    @property
+    def output_text(self) -> str:
+        """The answer's text (see the class docstring)."""
+        return self._output_text
+
+    @property
+    def object(self) -> str:
+        """``"response"``."""
+        return self._object
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The ``Idempotency-Key`` the call was sent with."""
+        return self._idempotency_key
+
+    @property
+    def session_id(self) -> str | None:
+        """The session the call ran on."""
+        return self._session_id
+
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        """The JSON object as received (empty for a response built in code)."""
+        return self._raw
 
     @property
     def output(self) -> tuple[OutputItem, ...]:
@@ -530,8 +560,7 @@ class Response:
         output = self._output
         if output is _UNREAD:
             assert self._parts is not None
-            output = self._parts.output(self)
-            _set(self, "_output", output)
+            output = self._output = self._parts.output(self)
         return output
 
     @property
@@ -540,8 +569,7 @@ class Response:
         usage = self._usage
         if usage is _UNREAD:
             assert self._parts is not None
-            usage = self._parts.usage(self)
-            _set(self, "_usage", usage)
+            usage = self._usage = self._parts.usage(self)
         return usage
 
     @property
@@ -550,23 +578,22 @@ class Response:
         credits = self._credits
         if credits is _UNREAD:
             assert self._parts is not None
-            credits = self._parts.credits(self._charged, self._remaining)
-            _set(self, "_credits", credits)
+            credits = self._credits = self._parts.credits(self._charged, self._remaining)
         return credits
 
     def _fields(self) -> tuple[Any, ...]:
         return (
-            self.id,
-            self.status,
-            self.model,
-            self.created_at,
+            self._id,
+            self._status,
+            self._model,
+            self._created_at,
             self.output,
             self.usage,
-            self.output_text,
-            self.object,
+            self._output_text,
+            self._object,
             self.credits,
-            self.idempotency_key,
-            self.session_id,
+            self._idempotency_key,
+            self._session_id,
         )
 
     def __eq__(self, other: builtins.object) -> bool:
@@ -594,31 +621,9 @@ class Response:
         shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
         return f"Response({shown})"
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise attrs.exceptions.FrozenInstanceError
-
-    def __delattr__(self, name: str) -> None:
-        raise attrs.exceptions.FrozenInstanceError
-
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (for Ray, say) with its parts built: the converter stays behind.
-        return (
-            _rebuild,
-            (
-                self.id,
-                self.status,
-                self.model,
-                self.created_at,
-                self.output,
-                self.usage,
-                self.output_text,
-                self.object,
-                self.credits,
-                self.idempotency_key,
-                self.session_id,
-                dict(self.raw),
-            ),
-        )
+        return (_rebuild, (*self._fields(), dict(self._raw)))
 
     @property
     def image_calls(self) -> tuple[ImageGenerationCall, ...]:
@@ -640,40 +645,13 @@ class Response:
                         id=call.id or f"image-{len(images)}",
                         b64=call.result,
                         revised_prompt=call.revised_prompt,
-                        response_id=self.id,
-                        session_id=self.session_id,
+                        response_id=self._id,
+                        session_id=self._session_id,
                         index=len(images),
                     )
                 )
-        result = tuple(images)
-        _set(self, "_images", result)
-        return result
-
-
-_set = object.__setattr__
-
-
-def _init(
-    self: Response,
-    id: str,
-    status: str | None,
-    model: str | None,
-    created_at: int | None,
-    output_text: str,
-    object: str,
-    idempotency_key: str | None,
-    session_id: str | None,
-    raw: Mapping[str, Any],
-) -> None:
-    _set(self, "id", id)
-    _set(self, "status", status)
-    _set(self, "model", model)
-    _set(self, "created_at", created_at)
-    _set(self, "output_text", output_text)
-    _set(self, "object", object)
-    _set(self, "idempotency_key", idempotency_key)
-    _set(self, "session_id", session_id)
-    _set(self, "raw", raw)
+        self._images = tuple(images)
+        return self._images
 
 
 def _rebuild(*args: Any) -> Response:
