@@ -80,7 +80,8 @@ class State(TypedDict):
 
 def env_origins() -> frozenset[str]:
     """The origins listed in ``ALLOWED_ORIGINS`` (comma-separated)."""
-    return frozenset(o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+    listed = os.environ.get("ALLOWED_ORIGINS", "").split(",")
+    return frozenset(origin.strip() for origin in listed if origin.strip())
 
 
 def _error(status: int, kind: str, message: str, param: str | None = None) -> JSONResponse:
@@ -134,7 +135,7 @@ def _check(fields: Mapping[str, Any]) -> tuple[str, str, str | None] | Response:
 
 
 def idempotency_key(session_id: str, request_id: str | None) -> str | None:
-    """The call's ``Idempotency-Key`` for a question named ``request_id`` (``None``: a fresh one)."""
+    """The ``Idempotency-Key`` of the question ``request_id`` (``None``: the SDK makes one)."""
     if request_id is None:
         return None
     digest = hashlib.sha256(f"{session_id}\n{request_id}".encode()).hexdigest()

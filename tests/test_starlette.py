@@ -24,9 +24,9 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.routing import Route  # noqa: E402
+from webapps import serve_asgi  # noqa: E402
 
 from samsar_async.integrations.starlette import EventStreamResponse  # noqa: E402
-from webapps import serve_asgi  # noqa: E402
 
 
 async def source(events: Iterable[StreamEvent]) -> AsyncIterator[StreamEvent]:

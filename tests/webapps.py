@@ -40,7 +40,7 @@ def load_example(name: str) -> ModuleType:
 
 @attrs.frozen
 class Answered:
-    """One request a backend answered."""
+    """One request a backend answered (header names in lower case)."""
 
     method: str
     path: str
@@ -75,7 +75,8 @@ async def serve_aiohttp(app: web.Application, log: Log) -> AsyncIterator[str]:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         response = await handler(request)
-        log.add(Answered(request.method, request.path, dict(request.headers), response.status))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        log.add(Answered(request.method, request.path, headers, response.status))
         return response
 
     app.middlewares.append(record)

@@ -102,6 +102,10 @@ async def _frames(
         await _aclose(iterator)
 
 
+def _body(data: bytes) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
 async def _aclose(iterator: object) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
@@ -146,8 +150,9 @@ class EventStreamResponse(StreamingResponse):
         for name, value in (headers or {}).items():
             if name.lower() != "content-type":
                 merged[name] = value
+        self._frames = _frames(events, event_ids)
         super().__init__(
-            _frames(events, event_ids),
+            self._frames,
             status_code=status_code,
             headers=merged,
             media_type=CONTENT_TYPE,
@@ -156,7 +161,7 @@ class EventStreamResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the stream; stop quietly when the client disconnects."""
-        frames = self.body_iterator
+        frames = self._frames
         try:
             if scope["type"] != "http":
                 await super().__call__(scope, receive, send)
@@ -193,7 +198,7 @@ class EventStreamResponse(StreamingResponse):
                     await anyio.sleep(delay)
                     continue
                 try:
-                    await write({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                    await write(_body(KEEPALIVE))
                 except OSError:
                     disconnected = True
                     scope.cancel()
@@ -223,8 +228,8 @@ class EventStreamResponse(StreamingResponse):
             if self.keepalive is not None:
                 tg.start_soon(keep_alive, self.keepalive, tg.cancel_scope)
             try:
-                async for frame in self.body_iterator:
-                    await write({"type": "http.response.body", "body": frame, "more_body": True})
+                async for frame in self._frames:
+                    await write(_body(frame))
             except OSError:
                 disconnected = True
             except Exception as exc:
