@@ -209,7 +209,8 @@ def test_complete_many_is_a_plain_iterator(server: MockSamsarServer, client: Sam
     ]
     assert results.credits_remaining == server.balance()
     # Without ``with``: iterating to the end closes it.
-    again = client.assistant.complete_many([CompletionRequest(session_id=sessions[0], input="last")])
+    last = CompletionRequest(session_id=sessions[0], input="last")
+    again = client.assistant.complete_many([last])
     (result,) = list(again)
     assert result.response is not None
     assert result.response.output_text == "Reply 4 to: last"
