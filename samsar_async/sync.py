@@ -201,7 +201,8 @@ class Samsar:
 
         The way to any async API not wrapped here, such as saving images::
 
-            client.run(response.images[0].save, "out/")
+            from samsar_async.images import save_image
+            client.run(save_image, response.images[0], "out/")
         """
         portal = self._started()
         try:

@@ -25,6 +25,7 @@ from samsar_async import (
     RetryPolicy,
     Samsar,
 )
+from samsar_async.images import save_image
 from samsar_async.streaming import ErrorEvent, OutputTextDelta, ResponseCompleted
 from samsar_async.testing import MockSamsarServer
 
@@ -191,7 +192,7 @@ def test_generate_image_and_save_it_through_run(
     session_id = server.create_session()
     response = client.assistant.conversation(session_id).generate_image("a logo", size="64x64")
     (image,) = response.images
-    path = client.run(image.save, tmp_path / "logo.png")
+    path = client.run(save_image, image, tmp_path / "logo.png")
     assert path.read_bytes() == image.data
 
 
