@@ -114,7 +114,10 @@ class Chromium:
         path = chromium_path()
         if path is None:
             raise RuntimeError("Chromium is not installed (apt-get install chromium)")
-        with tempfile.TemporaryDirectory(prefix="samsar-chromium-") as profile:
+        # Chromium's helper processes may still be writing to the profile for a moment.
+        with tempfile.TemporaryDirectory(
+            prefix="samsar-chromium-", ignore_cleanup_errors=True
+        ) as profile:
             args = [path, *FLAGS, f"--user-data-dir={profile}", "about:blank"]
             process = await anyio.open_process(
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
@@ -141,13 +144,12 @@ class Chromium:
                             tg.cancel_scope.cancel()
                 finally:
                     with anyio.CancelScope(shield=True):
-                        if process.returncode is None:
-                            process.terminate()
-                        with anyio.move_on_after(10):
-                            await process.wait()
-                        if process.returncode is None:
-                            process.kill()
-                            await process.wait()
+                        # Browser.close was sent: let it exit on its own, then insist.
+                        for stop in (None, process.terminate, process.kill):
+                            if stop is not None and process.returncode is None:
+                                stop()
+                            with anyio.move_on_after(10):
+                                await process.wait()
 
     async def new_page(self) -> Page:
         target = await self.send("Target.createTarget", {"url": "about:blank"})
