@@ -130,7 +130,7 @@ class Samsar:
         """The Assistant API resource."""
 
     def __repr__(self) -> str:
-        return f"<Samsar base_url={self.base_url!r} state={self.state}>"
+        return f"<Samsar base_url={self.base_url!r} state={self.state.value}>"
 
     @property
     def base_url(self) -> str:
