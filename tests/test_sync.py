@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import pathlib
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -293,3 +294,28 @@ async def test_inside_a_running_loop(server: MockSamsarServer) -> None:
 def test_the_async_client_is_the_same_core(server: MockSamsarServer, client: Samsar) -> None:
     assert isinstance(client.async_client, AsyncSamsar)
     assert client.async_client.base_url == client.base_url == server.url
+
+
+def test_an_interrupt_while_waiting_cancels_the_call(threaded: Threaded, client: Samsar) -> None:
+    """Ctrl-C during a call: KeyboardInterrupt here, and the call is cancelled on the loop."""
+    server = threaded.server
+    session_id = server.create_session()
+    server.pause()
+    main = threading.get_ident()
+
+    def interrupt() -> None:
+        threaded.wait_until(lambda s: s.held == 1)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        try:
+            pool.submit(interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                client.assistant.complete(session_id, "held")
+            # The cancelled call gave up its session's turn: the next call on the same
+            # session reaches the server while the first request is still held there.
+            second = pool.submit(client.assistant.complete, session_id, "next")
+            threaded.wait_until(lambda s: s.held == 2)
+        finally:
+            threaded.portal.call(server.resume)
+        assert second.result().output_text.endswith("next")
