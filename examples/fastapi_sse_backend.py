@@ -53,8 +53,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from samsar_async import AsyncSamsar
+from samsar_async.events import StreamEvent
 from samsar_async.integrations.starlette import EventStreamResponse
-from samsar_async.streaming import ErrorEvent, StreamEvent
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ async def public(
     """``events`` with error details (API messages, credit balances) kept server-side."""
     async with contextlib.aclosing(events):
         async for event in events:
-            if isinstance(event, ErrorEvent):
+            if event.type == "error":  # narrows event to an ErrorEvent
                 logger.warning("assistant call failed: %s: %s", event.code, event.message)
                 message = PUBLIC_ERRORS.get(event.code or "", "The assistant could not answer.")
                 event = attrs.evolve(event, message=message, error=None)

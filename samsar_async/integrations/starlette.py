@@ -45,8 +45,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ..errors import InvalidArgumentError
+from ..events import ErrorEvent, StreamEvent
 from ..sse import CONTENT_TYPE, KEEPALIVE, encode
-from ..streaming import ErrorEvent, StreamEvent
 
 __all__ = ["EventStreamResponse"]
 
