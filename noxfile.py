@@ -1,6 +1,11 @@
-"""Developer tasks: ``nox`` runs tests, lint and typecheck (what CI runs); also bench, ray."""
+"""Developer tasks: ``nox`` runs tests, lint and typecheck (what CI runs).
+
+Also bench, ray and browser.
+"""
 
 from __future__ import annotations
+
+import shutil
 
 import nox
 
@@ -19,13 +24,15 @@ TEST_DEPS = [
     # tests/test_typing.py: stream events narrow under both checkers
     "mypy>=1.10",
     "pyright>=1.1.380",
+    "fastapi>=0.110",
+    "uvicorn>=0.30",
 ]
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite, with the speedups extra (orjson, pybase64) and without it."""
-    session.install("-e", ".[speedups]", *TEST_DEPS)
+    session.install("-e", ".[speedups,starlette]", *TEST_DEPS)
     session.run("pytest", "-m", "not ray", *session.posargs)
     session.run("pip", "uninstall", "-y", "-q", "orjson", "pybase64")
     session.run("pytest", "-m", "not ray", "-q", "-p", "no:cacheprovider", *session.posargs)
@@ -42,7 +49,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[speedups,cli]", "mypy>=1.10")
+    session.install("-e", ".[speedups,cli,starlette]", "mypy>=1.10")
     session.run("mypy", "--strict", "samsar_async")
 
 
@@ -62,3 +69,19 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[speedups,ray]", "httpx>=0.27", "openai>=1.60")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def browser(session: nox.Session) -> None:
+    """Both example backends end to end in headless Chromium (tests marked ``browser``).
+
+    Installs Debian's ``chromium`` package with apt-get when it is missing (CI runs as root).
+    """
+    if shutil.which("chromium") is None:
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-q", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-q", "chromium", external=True, env=env)
+    if shutil.which("chromium") is None:
+        session.error("chromium is not installed")
+    session.install("-e", ".[starlette]", *TEST_DEPS)
+    session.run("pytest", "-m", "browser", "-p", "no:cacheprovider", *session.posargs)

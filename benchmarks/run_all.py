@@ -1,6 +1,7 @@
 """Run every benchmark in turn and print their markdown reports.
 
-``python -m benchmarks [--quick] [--json-dir DIR] [--only client_cost,batch,images,ray_actors]``
+``python -m benchmarks [--quick] [--json-dir DIR] [--only NAME,...]`` (names: client_cost,
+sync_client, batch, images, ray_actors)
 (also ``python -m benchmarks.run_all``). Each benchmark runs in its own
 process with its own canned server; ``--quick`` is passed through (CI mode:
 small counts, one round). Arguments after ``--`` go to every benchmark.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from benchmarks import _common as common
 
-BENCHMARKS = ("client_cost", "batch", "images", "ray_actors")
+BENCHMARKS = ("client_cost", "sync_client", "batch", "images", "ray_actors")
 
 
 def main(argv: list[str] | None = None) -> int:

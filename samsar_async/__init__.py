@@ -8,13 +8,19 @@
         resp = await client.assistant.complete("67df0d8ebc4f9d0b7f4fd123", "Write a caption")
         print(resp.output_text, resp.credits.charged)
 
+Without an event loop, :class:`Samsar` offers the same API, blocking::
+
+    with Samsar() as client:
+        resp = client.assistant.complete("67df0d8ebc4f9d0b7f4fd123", "Write a caption")
+
 The package's layers, top to bottom. A module imports only from its own layer
 or below (``|`` separates modules of one layer that do not import each other);
 import-linter checks this contract in CI (``[tool.importlinter]`` in
 ``pyproject.toml``), counting imports under ``if TYPE_CHECKING:``::
 
     tools        cli  >  integrations | testing
-    client       client (AsyncSamsar: composes the resources)
+    client       sync (Samsar: AsyncSamsar on a loop in a thread)  >  client (AsyncSamsar:
+                 composes the resources)
     resources    assistant  >  requests_file | sse
                  >  batch | conversation | streaming | images (files on disk)
     base client  _base_client (BaseClient: config, the pool, one call with retries)
@@ -108,6 +114,7 @@ from .models import (
     Usage,
 )
 from .retry import RetryBudget
+from .sync import Samsar
 
 # A library never configures logging; this keeps its WARNINGs off stderr unless the app opts in.
 _logging.getLogger("samsar_async").addHandler(_logging.NullHandler())
@@ -173,6 +180,7 @@ __all__ = [
     "ResponseIncomplete",
     "RetryBudget",
     "RetryPolicy",
+    "Samsar",
     "SamsarError",
     "StreamDecodeError",
     "StreamEvent",

@@ -36,3 +36,13 @@ async def client(server: MockSamsarServer) -> AsyncIterator[AsyncSamsar]:
 def session_id(server: MockSamsarServer) -> str:
     """A session owned by the server's default account."""
     return server.create_session()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run only when asked for (``-m browser``, as ``nox -s browser`` does)."""
+    if "browser" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="a browser test: run with -m browser (nox -s browser)")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
