@@ -268,21 +268,24 @@ class BaseClient:
             for name, value in extra_headers.items():
                 if name.lower() == "idempotency-key":
                     idempotency_key = value  # the caller's key, not a fresh one
-        key = idempotency_key if idempotency_key is not None else self._new_idempotency_key()
-        headers: dict[str, str] | None = None
-        if key is not None or extra_headers:
-            headers = (
-                {k: v for k, v in extra_headers.items() if k.lower() != "idempotency-key"}
-                if extra_headers
-                else {}
-            )
+        if idempotency_key is not None:
+            key: str | None = idempotency_key
+        elif self.idempotency_keys:
+            key = _Keys.prefix + str(next(_Keys.counter))  # _new_key(), inlined: per call
+        else:
+            key = None
+        headers: dict[str, str] | None
+        if extra_headers:
+            headers = {k: v for k, v in extra_headers.items() if k.lower() != "idempotency-key"}
             if key is not None:
                 headers["Idempotency-Key"] = key
+        else:
+            headers = None if key is None else {"Idempotency-Key": key}
         try:
             data = _json.dumps(body)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError("body", f"a value cannot be sent as JSON ({exc})") from None
-        t = self.timeout if isinstance(timeout, Unset) else Timeout.of(timeout)
+        t = self.timeout if timeout is UNSET else Timeout.of(timeout)
         locks = self._turns
         if locks is not None and session_id is not None:
             # Take the session's place in line now, in call order; wait only if it is busy.

@@ -25,8 +25,8 @@ T = TypeVar("T")
 class TurnQueues:
     """Per-session FIFO locks, created on demand and dropped when idle.
 
-    An uncontended call costs two dict operations: a session with no call
-    running gets an empty waiter queue; later callers wait on a future each,
+    An uncontended call costs three dict operations and no allocation; the
+    first caller to find the session busy creates its waiter queue; callers wait on a future each,
     and a finishing call hands the session straight to the oldest waiter
     (no barging), so calls run in the order they arrived.
     """
@@ -35,7 +35,8 @@ class TurnQueues:
 
     def __init__(self) -> None:
         # session id -> futures of the calls waiting behind the running one
-        self._entries: dict[str, deque[asyncio.Future[None]]] = {}
+        # (None: a call is running and nobody waits; no queue is allocated for that)
+        self._entries: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     def __len__(self) -> int:
         """Sessions with a call running or waiting."""
@@ -45,10 +46,13 @@ class TurnQueues:
         """Claim ``session_id``: ``None`` when it was free (the caller now holds it),
         else a future to pass to :meth:`wait`. No await: the place in the queue is
         taken at once, in call order."""
-        waiters = self._entries.get(session_id)
-        if waiters is None:
-            self._entries[session_id] = deque()
+        entries = self._entries
+        if session_id not in entries:
+            entries[session_id] = None
             return None
+        waiters = entries[session_id]
+        if waiters is None:
+            waiters = entries[session_id] = deque()
         turn = asyncio.get_running_loop().create_future()
         waiters.append(turn)
         return turn
@@ -68,7 +72,11 @@ class TurnQueues:
 
     def leave(self, session_id: str) -> None:
         """Release ``session_id`` to the oldest waiting call (or forget it when none)."""
-        self._hand_over(session_id, self._entries[session_id])
+        waiters = self._entries[session_id]
+        if waiters is None:
+            del self._entries[session_id]
+        else:
+            self._hand_over(session_id, waiters)
 
     async def run(self, session_id: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` once every earlier call on ``session_id`` has finished."""

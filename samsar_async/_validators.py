@@ -31,6 +31,7 @@ __all__ = [
     "positive_int",
     "positive_number",
     "string",
+    "unwrap_optional",
 ]
 
 T = TypeVar("T")
@@ -59,14 +60,28 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+class _Optional:
+    """``validator``, or ``None`` accepted (the wrapped one is :attr:`validator`)."""
+
+    __slots__ = ("validator",)
+
+    def __init__(self, validator: Validator) -> None:
+        self.validator = validator
+
+    def __call__(self, inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            self.validator(inst, attr, value)
+
+
 def optional(validator: Validator) -> Validator:
     """``validator``, or ``None`` accepted."""
+    return _Optional(validator)
 
-    def _optional(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None:
-            validator(inst, attr, value)
 
-    return _optional
+def unwrap_optional(validator: Validator) -> Validator:
+    """The validator an :func:`optional` wraps (for callers that skip ``None`` already),
+    or ``validator`` itself."""
+    return validator.validator if isinstance(validator, _Optional) else validator
 
 
 def positive_int(prefix: str = "", *, minimum: int = 1) -> Validator:

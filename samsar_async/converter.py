@@ -37,6 +37,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.strategies import configure_tagged_union
 
 from . import _json
+from ._validators import unwrap_optional
 from .errors import (
     APIResponseValidationError,
     APIStatusError,
@@ -248,6 +249,27 @@ def _validate(field: attrs.Attribute[Any], value: Any) -> Any:
     return value
 
 
+def _checker(field: attrs.Attribute[Any]) -> Callable[[Any], Any]:
+    """``value -> value``, checked by ``field``'s validator (the one that an
+    ``optional(...)`` wraps, since the caller already skips ``None``)."""
+    assert field.validator is not None
+    check = unwrap_optional(field.validator)
+
+    def checked(value: Any) -> Any:
+        check(None, field, value)
+        return value
+
+    return checked
+
+
+_check_max_output_tokens = _checker(_MAX_OUTPUT_TOKENS)
+_check_temperature = _checker(_TEMPERATURE)
+_check_top_p = _checker(_TOP_P)
+_check_reasoning = _checker(_REASONING)
+_check_metadata = _checker(_METADATA)
+_check_extra_body = _checker(_EXTRA_BODY)
+
+
 def unstructure_tool_choice(choice: Any) -> Any:
     """The JSON form of ``tool_choice``; an :class:`ImageGenerationTool` forces that tool."""
     _validate(_TOOL_CHOICE, choice)
@@ -277,22 +299,22 @@ def completion_body(
     if input is not None:
         body["input"] = unstructure_input(input)
     if max_output_tokens is not None:
-        body["max_output_tokens"] = _validate(_MAX_OUTPUT_TOKENS, max_output_tokens)
+        body["max_output_tokens"] = _check_max_output_tokens(max_output_tokens)
     if temperature is not None:
-        body["temperature"] = _validate(_TEMPERATURE, temperature)
+        body["temperature"] = _check_temperature(temperature)
     if top_p is not None:
-        body["top_p"] = _validate(_TOP_P, top_p)
+        body["top_p"] = _check_top_p(top_p)
     if reasoning is not None:
-        body["reasoning"] = _validate(_REASONING, reasoning)
+        body["reasoning"] = _check_reasoning(reasoning)
     if metadata is not None:
-        body["metadata"] = _validate(_METADATA, metadata)
+        body["metadata"] = _check_metadata(metadata)
     if tools is not None:
         _validate(_TOOLS, tools)
         body["tools"] = [unstructure_tool(tool, i) for i, tool in enumerate(tools)]
     if tool_choice is not None:
         body["tool_choice"] = unstructure_tool_choice(tool_choice)
     if extra_body is not None:
-        body.update(_validate(_EXTRA_BODY, extra_body))
+        body.update(_check_extra_body(extra_body))
     return body
 
 
