@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from . import _json
 from ._turns import TurnQueues
 from ._version import __version__
+from ._wire_checks import check_header, check_headers, json_error
 from .config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -209,8 +210,8 @@ class BaseClient:
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        if default_headers:
-            headers.update(default_headers)
+        if default_headers is not None:
+            headers.update(check_headers(default_headers, "default_headers"))
         headers["Authorization"] = f"Bearer {key}"
         self._transport = Transport(
             headers=headers,
@@ -264,6 +265,10 @@ class BaseClient:
         transport = self._transport
         if transport.closed:
             self._check_open()
+        if extra_headers is not None:
+            check_headers(extra_headers, "extra_headers")
+        if idempotency_key is not None:
+            check_header("Idempotency-Key", idempotency_key, "idempotency_key")
         if extra_headers and idempotency_key is None:
             for name, value in extra_headers.items():
                 if name.lower() == "idempotency-key":
@@ -283,8 +288,8 @@ class BaseClient:
             headers = None if key is None else {"Idempotency-Key": key}
         try:
             data = _json.dumps(body)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError("body", f"a value cannot be sent as JSON ({exc})") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise json_error(body, exc) from None
         t = self.timeout if timeout is UNSET else Timeout.of(timeout)
         locks = self._turns
         if locks is not None and session_id is not None:

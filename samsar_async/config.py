@@ -27,6 +27,8 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUT",
     "DEFAULT_UNKNOWN_STATUSES",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_NODES",
     "NOT_SENT",
     "OUTCOME_UNKNOWN",
     "REFUSED",
@@ -51,6 +53,15 @@ DEFAULT_MAX_CONNECTIONS: Final = 100
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 """Largest response body read; a larger one raises ``APIResponseValidationError``."""
+
+MAX_JSON_DEPTH: Final = 64
+"""Deepest nesting of dicts and lists accepted in a value sent as JSON
+(``extra_body``, ``metadata``, dict inputs, tool dicts, ...); deeper raises
+``InvalidArgumentError``. The request shapes of the API nest about 5 levels."""
+
+MAX_JSON_NODES: Final = 1_000_000
+"""Most values (dict entries and list items, counted through every level) in one
+argument sent as JSON; more raises ``InvalidArgumentError``."""
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_READ_TIMEOUT: Final = 300.0

@@ -38,6 +38,7 @@ from cattrs.strategies import configure_tagged_union
 
 from . import _json
 from ._validators import unwrap_optional
+from ._wire_checks import check_json
 from .errors import (
     APIResponseValidationError,
     APIStatusError,
@@ -223,9 +224,12 @@ def unstructure_input(value: Any) -> Any:
 def unstructure_tool(tool: Any, index: int) -> Any:
     """The JSON form of one entry of ``tools``."""
     if isinstance(tool, ImageGenerationTool):
-        return _unstructure_image_tool(tool)
+        if not isinstance(tool.extra, Mapping):
+            raise InvalidArgumentError(f"tools[{index}].extra", "must be a dict")
+        check_json(tool.extra, f"tools[{index}].extra")
+        return check_json(_unstructure_image_tool(tool), f"tools[{index}]")
     if isinstance(tool, Mapping):
-        return tool
+        return check_json(tool, f"tools[{index}]")
     raise InvalidArgumentError(
         f"tools[{index}]", f"must be an ImageGenerationTool or dict, not {type(tool).__name__}"
     )
@@ -275,7 +279,7 @@ def unstructure_tool_choice(choice: Any) -> Any:
     _validate(_TOOL_CHOICE, choice)
     if isinstance(choice, ImageGenerationTool):
         return {"type": "image_generation"}
-    return choice
+    return choice if isinstance(choice, str) else check_json(choice, "tool_choice")
 
 
 def completion_body(
@@ -297,7 +301,8 @@ def completion_body(
         _validate(_SESSION_ID, session_id)  # raises, naming the field
     body: dict[str, Any] = {"session_id": session_id}
     if input is not None:
-        body["input"] = unstructure_input(input)
+        value = unstructure_input(input)
+        body["input"] = value if isinstance(value, str) else check_json(value, "input")
     if max_output_tokens is not None:
         body["max_output_tokens"] = _check_max_output_tokens(max_output_tokens)
     if temperature is not None:
@@ -305,16 +310,16 @@ def completion_body(
     if top_p is not None:
         body["top_p"] = _check_top_p(top_p)
     if reasoning is not None:
-        body["reasoning"] = _check_reasoning(reasoning)
+        body["reasoning"] = check_json(_check_reasoning(reasoning), "reasoning")
     if metadata is not None:
-        body["metadata"] = _check_metadata(metadata)
+        body["metadata"] = check_json(_check_metadata(metadata), "metadata")
     if tools is not None:
         _validate(_TOOLS, tools)
         body["tools"] = [unstructure_tool(tool, i) for i, tool in enumerate(tools)]
     if tool_choice is not None:
         body["tool_choice"] = unstructure_tool_choice(tool_choice)
     if extra_body is not None:
-        body.update(_check_extra_body(extra_body))
+        body.update(check_json(_check_extra_body(extra_body), "extra_body"))
     return body
 
 

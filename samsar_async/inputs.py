@@ -33,6 +33,7 @@ from ._validators import (
     positive_int,
     string,
 )
+from ._wire_checks import check_header, check_headers
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -292,6 +293,20 @@ def _check_tool_choice(_inst: object, _attr: object, value: Any) -> None:
 _opt_mapping = optional(mapping())
 
 
+def _check_extra_headers(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None:
+        check_headers(value, "extra_headers")
+
+
+def _check_idempotency_key(inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _non_empty_key(inst, attr, value)
+        check_header("Idempotency-Key", value, "idempotency_key")
+
+
+_non_empty_key = non_empty_str()
+
+
 @attrs.frozen(kw_only=True)
 class CompletionRequest:
     """One completion, as data: the one definition of what a completion takes.
@@ -327,9 +342,9 @@ class CompletionRequest:
         default=None, validator=_opt_mapping, hash=False
     )
     extra_headers: Mapping[str, str] | None = attrs.field(
-        default=None, validator=_opt_mapping, hash=False
+        default=None, validator=_check_extra_headers, hash=False
     )
-    idempotency_key: str | None = attrs.field(default=None, validator=optional(non_empty_str()))
+    idempotency_key: str | None = attrs.field(default=None, validator=_check_idempotency_key)
 
 
 class CompletionOptions(TypedDict, total=False):
