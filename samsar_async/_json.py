@@ -21,7 +21,15 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
         """Compact UTF-8 JSON."""
         return _encode(obj).encode("utf-8")
 
-    loads = json.loads
+    _decode = json.loads
+
+    def loads(data: bytes | str) -> Any:
+        """Decoded JSON; too deep a nesting is a ``ValueError`` (as with orjson), not a
+        ``RecursionError``."""
+        try:
+            return _decode(data)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 else:
     HAVE_ORJSON = True
     dumps = orjson.dumps

@@ -27,6 +27,8 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUT",
     "DEFAULT_UNKNOWN_STATUSES",
+    "MAX_CREDITS_DECIMALS",
+    "MAX_CREDITS_DIGITS",
     "MAX_JSON_DEPTH",
     "MAX_JSON_NODES",
     "NOT_SENT",
@@ -62,6 +64,16 @@ MAX_JSON_DEPTH: Final = 64
 MAX_JSON_NODES: Final = 1_000_000
 """Most values (dict entries and list items, counted through every level) in one
 argument sent as JSON; more raises ``InvalidArgumentError``."""
+
+MAX_CREDITS_DIGITS: Final = 15
+"""A credits header (``x-credits-charged`` / ``x-credits-remaining``) whose value
+is ``10**15`` or more in magnitude is unreadable (``None``)."""
+
+MAX_CREDITS_DECIMALS: Final = 12
+"""A credits header with more significant digits after the point than this is
+unreadable (``None``). With :data:`MAX_CREDITS_DIGITS`, every readable value has at
+most 27 significant digits, so sums stay exact in the default decimal context
+(28 digits) and can never overflow."""
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_READ_TIMEOUT: Final = 300.0

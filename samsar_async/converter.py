@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Optional, Protocol, get_args
 
 import attrs
@@ -39,6 +40,7 @@ from cattrs.strategies import configure_tagged_union
 from . import _json
 from ._validators import unwrap_optional
 from ._wire_checks import check_json
+from .config import MAX_CREDITS_DECIMALS, MAX_CREDITS_DIGITS
 from .errors import (
     APIResponseValidationError,
     APIStatusError,
@@ -691,6 +693,10 @@ def structure_system_prompt(data: Any, *, status_code: int = 200) -> SystemPromp
     return attrs.evolve(prompt, raw=data)
 
 
+_CREDITS_QUANTUM = Decimal(1).scaleb(-MAX_CREDITS_DECIMALS)
+_CREDITS_CONTEXT = Context(prec=MAX_CREDITS_DIGITS + MAX_CREDITS_DECIMALS + 2)
+
+
 def _parse_decimal(value: str | None) -> Decimal | None:
     if value is None:
         return None
@@ -698,11 +704,34 @@ def _parse_decimal(value: str | None) -> Decimal | None:
         number = Decimal(value.strip())
     except (InvalidOperation, ValueError):
         return None
-    return number if number.is_finite() else None
+    if not number.is_finite():
+        return None
+    if number.is_zero():
+        return Decimal(0)
+    # Only pure operations here (no context): the header may hold 1e1000000.
+    if number.adjusted() >= MAX_CREDITS_DIGITS:
+        return None
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_CREDITS_DECIMALS:
+        if number.adjusted() < -MAX_CREDITS_DECIMALS:
+            return None
+        # More decimals than allowed: readable only when the extra digits are zeros.
+        short = number.quantize(_CREDITS_QUANTUM, context=_CREDITS_CONTEXT)
+        if short != number:
+            return None
+        number = short
+    return number
 
 
 def parse_credits(charged: str | None, remaining: str | None) -> Credits:
-    """:class:`Credits` from the raw ``x-credits-charged`` / ``x-credits-remaining`` values."""
+    """:class:`Credits` from the raw ``x-credits-charged`` / ``x-credits-remaining`` values.
+
+    A value that is not a finite decimal, or is out of range (``10**15`` or more
+    in magnitude, or more than 12 significant decimals: see
+    :data:`~samsar_async.config.MAX_CREDITS_DIGITS` and
+    :data:`~samsar_async.config.MAX_CREDITS_DECIMALS`) is unreadable: ``None``.
+    So summing readable values (``Session.credits_charged``) never overflows.
+    """
     if charged is None and remaining is None:
         return NO_CREDITS
     return Credits(_parse_decimal(charged), _parse_decimal(remaining))
@@ -711,8 +740,12 @@ def parse_credits(charged: str | None, remaining: str | None) -> Credits:
 # --- HTTP answers -> models or errors ----------------------------------------
 
 _EXCERPT = 200
-_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_MESSAGE_LIMIT = 500
+"""Most characters of a server-provided error message kept in an exception's text."""
 _SPACE = re.compile(r"\s+")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_BRIEF_DEPTH = 6
+_TEXT_SCAN = 65536
 
 
 def _excerpt(body: bytes) -> str:
@@ -760,6 +793,73 @@ def credits_of(raw: Answer) -> Credits:
     return parse_credits(headers.get("x-credits-charged"), headers.get("x-credits-remaining"))
 
 
+def _bounded(text: str, limit: int = _MESSAGE_LIMIT) -> str:
+    """``text`` on one line, without control characters or lone surrogates, at most
+    ``limit`` characters: safe to print and to log."""
+    text = _SPACE.sub(" ", text[: limit * 4]).strip()
+    text = _UNPRINTABLE.sub("\ufffd", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Full(Exception):
+    """The brief rendering reached its length."""
+
+
+def _brief_json(value: Any, limit: int = _EXCERPT) -> str:
+    """A JSON-like rendering of ``value`` cut at ``limit`` characters and
+    :data:`_BRIEF_DEPTH` levels (deeper containers show as ``[...]`` / ``{...}``).
+    Never raises: the work is bounded by ``limit``, whatever the size or depth."""
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        out.append(text)
+        size += len(text)
+        if size > limit:
+            raise _Full
+
+    def walk(item: Any, depth: int) -> None:
+        if isinstance(item, dict):
+            if depth >= _BRIEF_DEPTH:
+                emit("{...}")
+                return
+            emit("{")
+            for index, (key, child) in enumerate(item.items()):
+                emit(", " if index else "")
+                emit(json.dumps(str(key)[:limit], ensure_ascii=False) + ": ")
+                walk(child, depth + 1)
+            emit("}")
+        elif isinstance(item, list):
+            if depth >= _BRIEF_DEPTH:
+                emit("[...]")
+                return
+            emit("[")
+            for index, child in enumerate(item):
+                emit(", " if index else "")
+                walk(child, depth + 1)
+            emit("]")
+        elif isinstance(item, str):
+            emit(json.dumps(item[:limit], ensure_ascii=False))
+        elif item is None or isinstance(item, bool):
+            emit({None: "null", True: "true", False: "false"}[item])
+        elif isinstance(item, int) and -(10**30) < item < 10**30:
+            emit(str(item))
+        elif isinstance(item, float):
+            emit(repr(item))
+        else:
+            emit("...")
+
+    try:
+        walk(value, 0)
+    except _Full:
+        pass
+    except Exception:  # pragma: no cover - defensive: a message must never fail the call
+        out.append("...")
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _message_from_json(data: Any) -> str | None:
     if isinstance(data, dict):
         error = data.get("error")
@@ -774,18 +874,55 @@ def _message_from_json(data: Any) -> str | None:
             if isinstance(value, str) and value:
                 return value
             if value is not None and key == "detail":
-                return _json.dumps(value).decode("utf-8")[:_EXCERPT]
+                return _brief_json(value)
     elif isinstance(data, str) and data:
         return data
     return None
 
 
+def _html_title(data: bytes, low: bytes) -> bytes | None:
+    start = low.find(b"<title")
+    if start < 0:
+        return None
+    opened = low.find(b">", start)
+    closing = low.find(b"</title", opened) if opened >= 0 else -1
+    if closing < 0:
+        return None
+    title = data[opened + 1 : closing]
+    return title if title.strip() else None
+
+
+def _strip_tags(data: bytes, low: bytes) -> bytes:
+    """``data`` without tags (and without script and style elements), in linear time.
+
+    ``low`` is ``data.lower()`` (ASCII only, so the offsets match); ``<`` and
+    ``>`` never occur inside a multi-byte UTF-8 character.
+    """
+    out: list[bytes] = []
+    at, end = 0, len(data)
+    while at < end:
+        tag = low.find(b"<", at)
+        if tag < 0:
+            out.append(data[at:])
+            break
+        out.append(data[at:tag])
+        out.append(b" ")
+        for element in (b"script", b"style"):
+            if low.startswith(b"<" + element, tag):
+                tag = low.find(b"</" + element, tag)
+                break
+        close = low.find(b">", tag) if tag >= 0 else -1
+        if close < 0:
+            break  # an unclosed tag or element: the rest is markup
+        at = close + 1
+    return b"".join(out)
+
+
 def _message_from_text(body: bytes) -> str:
-    text = body[:65536].decode("utf-8", "replace")
-    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-    text = title.group(1) if title and title.group(1).strip() else _TAG.sub(" ", text)
-    text = _SPACE.sub(" ", text).strip()
-    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
+    data = body[:_TEXT_SCAN]
+    low = data.lower()
+    text = _html_title(data, low) or _strip_tags(data, low)
+    return _bounded(text.decode("utf-8", "replace"), _EXCERPT)
 
 
 def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
@@ -825,16 +962,19 @@ def status_error(raw: Answer, idempotency_key: str | None) -> APIStatusError:
         if _is_json(raw.headers.get("Content-Type")) or raw.body[:1] in (b"{", b"["):
             try:
                 body = _json.loads(raw.body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
             else:
                 message = _message_from_json(body)
+                if message is not None:
+                    message = _bounded(message)
         if body is None:
             body = raw.body[:65536].decode("utf-8", "replace")
             message = _message_from_text(raw.body)
     if 300 <= status < 400:
         location = raw.headers.get("Location", "")
         target = location.split("://", 1)[-1].split("/", 1)[0] if "://" in location else ""
+        target = _bounded(target.rsplit("@", 1)[-1], _EXCERPT)  # never show credentials
         message = (
             f"redirect{' to ' + target if target else ''} not followed: "
             "API calls never follow redirects"
