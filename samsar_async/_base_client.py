@@ -98,16 +98,17 @@ def _first_attempt_timeout(t: Timeout) -> aiohttp.ClientTimeout:
 def _check_api_key(api_key: str | None) -> str:
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
+    if api_key is not None and not isinstance(api_key, str):
+        raise InvalidArgumentError("api_key", "must be a string")
     if api_key is None or not api_key.strip():
         raise InvalidArgumentError(
             "api_key", f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable"
         )
-    if not isinstance(api_key, str):
-        raise InvalidArgumentError("api_key", "must be a string")
     if any(c in api_key for c in "\r\n\0") or api_key != api_key.strip():
         raise InvalidArgumentError(
             "api_key", "contains whitespace or control characters (a copy-paste error?)"
         )
+    check_header("Authorization", api_key, "api_key")  # the message never shows the key
     return api_key
 
 
@@ -125,7 +126,13 @@ def _check_base_url(base_url: str | None, allow_insecure_http: bool) -> str:
         base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     if not isinstance(base_url, str):
         raise InvalidArgumentError("base_url", "must be a string")
-    parts = urlsplit(base_url)
+    if not base_url.isprintable() or " " in base_url:
+        raise InvalidArgumentError("base_url", "contains whitespace or control characters")
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise InvalidArgumentError("base_url", f"is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgumentError(
             "base_url", f"{base_url!r} is not an http:// or https:// URL with a host"
@@ -148,6 +155,12 @@ def _check_base_url(base_url: str | None, allow_insecure_http: bool) -> str:
 def _check_max_connections(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgumentError("max_connections", "must be an integer >= 1")
+    return value
+
+
+def _check_max_response_bytes(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError("max_response_bytes", "must be an integer >= 1")
     return value
 
 
@@ -216,7 +229,7 @@ class BaseClient:
         self._transport = Transport(
             headers=headers,
             max_connections=_check_max_connections(max_connections),
-            max_response_bytes=max_response_bytes,
+            max_response_bytes=_check_max_response_bytes(max_response_bytes),
         )
         self._first_timeout = _first_attempt_timeout(self.timeout)
 

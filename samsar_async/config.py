@@ -31,6 +31,7 @@ __all__ = [
     "MAX_CREDITS_DIGITS",
     "MAX_JSON_DEPTH",
     "MAX_JSON_NODES",
+    "MAX_TIMEOUT_SECONDS",
     "NOT_SENT",
     "OUTCOME_UNKNOWN",
     "REFUSED",
@@ -114,7 +115,20 @@ class ClientState(str, enum.Enum):
         return self.value
 
 
-_timeout_seconds = optional(positive_number("timeout.", what="number of seconds or None"))
+MAX_TIMEOUT_SECONDS: Final = 1e9
+"""Largest timeout accepted (about 31 years); pass ``None`` for no limit."""
+
+_positive_seconds = positive_number("timeout.", what="number of seconds or None")
+
+
+def _timeout_seconds(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    _positive_seconds(inst, attr, value)
+    if value > MAX_TIMEOUT_SECONDS:  # an int such as 10**400 is finite, but not a float
+        raise InvalidArgumentError(
+            f"timeout.{attr.name}", f"must be at most {MAX_TIMEOUT_SECONDS:g} seconds, or None"
+        )
 
 
 @attrs.frozen
