@@ -67,11 +67,14 @@ class FaultKind(str, enum.Enum):
     WRONG_CONTENT_TYPE = "wrong_content_type"
     """A 200 answer with ``Content-Type: text/plain``."""
     BODY = "body"
-    """Any raw status, body and content type."""
+    """Any raw status, body, content type and extra headers."""
+    RAW = "raw"
+    """Bytes written on the connection as they are (status line, headers, body), then closed."""
 
 
-RANDOM_KINDS: Final = tuple(kind for kind in FaultKind if kind is not FaultKind.REDIRECT)
-"""The kinds :meth:`FaultPlan.random` draws from by default (all but redirects)."""
+_NOT_RANDOM: Final = (FaultKind.REDIRECT, FaultKind.RAW)
+RANDOM_KINDS: Final = tuple(kind for kind in FaultKind if kind not in _NOT_RANDOM)
+"""The kinds :meth:`FaultPlan.random` draws from by default (all but redirects and raw replies)."""
 
 _HTML_PAGE: Final = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -99,7 +102,8 @@ class Fault:
 
     ``status_code``, ``headers``, ``payload`` and ``content_type`` are the
     answer sent for the kinds that answer (status, html, redirect,
-    invalid_json, wrong_content_type, body); ``seconds`` is the stall.
+    invalid_json, wrong_content_type, body); ``payload`` is the whole reply of
+    a raw fault; ``seconds`` is the stall.
     """
 
     kind: FaultKind
@@ -232,16 +236,39 @@ class Fault:
         body: bytes,
         content_type: str = "application/octet-stream",
         *,
+        headers: Iterable[tuple[str, str]] = (),
         after_charge: bool = False,
     ) -> Fault:
-        """Answer anything: ``status``, the raw ``body`` and ``content_type``."""
+        """Answer anything: ``status``, the raw ``body`` and ``content_type``.
+
+        ``headers`` are added as given, in order: a name may repeat (two
+        ``x-credits-charged``, say), and ``Content-Encoding: gzip`` with a
+        gzipped ``body`` sends a compressed answer.
+        """
         return cls(
             FaultKind.BODY,
             status_code=status,
+            headers=tuple((str(name), str(value)) for name, value in headers),
             payload=bytes(body),
             content_type=content_type,
             after_charge=after_charge,
         )
+
+    @classmethod
+    def raw(cls, data: bytes, *, after_charge: bool = False) -> Fault:
+        """Write ``data`` on the connection as it is, then close the connection.
+
+        ``data`` is the whole reply, status line and headers included, so
+        anything a broken server or proxy may send can be scripted: any status
+        (1xx included), malformed or duplicate headers, a body longer or
+        shorter than its ``Content-Length``, garbage instead of HTTP::
+
+            Fault.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+        The request's ``status`` record is the status of the first line when
+        it parses as ``HTTP/x.y NNN``, else ``None``.
+        """
+        return cls(FaultKind.RAW, payload=bytes(data), after_charge=after_charge)
 
 
 @attrs.define
@@ -340,7 +367,7 @@ class FaultPlan:
         """Fault a ``rate`` share of requests that no scripted fault claimed.
 
         Kinds are drawn uniformly from ``kinds`` (default :data:`RANDOM_KINDS`:
-        every kind but redirects) with a ``random.Random(seed)``, so a test
+        every kind but redirects and raw replies) with a ``random.Random(seed)``, so a test
         that sends requests in a fixed order sees a fixed fault sequence.
         Parameters are drawn too: statuses 429/500/502/503/504 (``Retry-After``
         absent or ``"0"``), ``after_charge`` on or off for disconnects,
@@ -354,6 +381,8 @@ class FaultPlan:
             raise ValueError("kinds must not be empty")
         if FaultKind.REDIRECT in chosen:
             raise ValueError("redirects cannot be drawn at random: queue Fault.redirect()")
+        if FaultKind.RAW in chosen:
+            raise ValueError("raw replies cannot be drawn at random: queue Fault.raw()")
         if rate == 0.0:
             self._random = None
             return

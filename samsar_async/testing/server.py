@@ -331,8 +331,16 @@ class _Drop:
     """Close the connection without answering."""
 
 
+@attrs.frozen
+class _Raw:
+    """Write these bytes as the whole answer, then close the connection."""
+
+    data: bytes
+
+
 _DROP: Final = _Drop()
-_Outcome = _Reply | _Truncated | _Drop
+_Outcome = _Reply | _Truncated | _Drop | _Raw
+_STATUS_LINE: Final = re.compile(rb"HTTP/\d\.\d ([0-9]{3})\b")
 
 
 class _Invalid(Exception):
@@ -993,6 +1001,11 @@ class MockSamsarServer:
                 headers.add(name, value)
             return web.Response(status=outcome.status, body=outcome.body, headers=headers)
         transport = request.transport
+        if isinstance(outcome, _Raw):
+            status = _STATUS_LINE.match(outcome.data)
+            record.status = int(status.group(1)) if status else None
+            if transport is not None and not transport.is_closing():
+                transport.write(outcome.data)
         if isinstance(outcome, _Truncated):
             reply = outcome.reply
             record.status = reply.status
@@ -1319,6 +1332,8 @@ def _fault_outcome(fault: Fault, real: _Reply | None) -> _Outcome:
     """What the client gets for ``fault``; ``real`` is the processed answer (after_charge)."""
     if fault.kind is FaultKind.DISCONNECT:
         return _DROP
+    if fault.kind is FaultKind.RAW:
+        return _Raw(fault.payload)
     if fault.kind is FaultKind.TRUNCATE:
         if real is None:
             fake = _json_bytes({"id": _new_id("resp"), "object": "response", "output": []})
