@@ -104,6 +104,10 @@ class InputImage:
             raise InvalidArgumentError("data", f"must be bytes, not {type(data).__name__}")
         if not data:
             raise InvalidArgumentError("data", "is empty")
+        if mime_type is not None and not isinstance(mime_type, str):
+            raise InvalidArgumentError(
+                "mime_type", f"must be a string, not {type(mime_type).__name__}"
+            )
         if mime_type is None:
             mime_type = sniff_mime(bytes(data[:16]))
             if mime_type is None:
