@@ -64,8 +64,15 @@ class RawResponse:
         return f"<RawResponse status={self.status} body={len(self.body)} bytes>"
 
 
+_DESCRIBE_LIMIT = 300
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    # One line, bounded: aiohttp's parser errors quote the bytes the server sent.
+    text = " ".join(str(exc)[: _DESCRIBE_LIMIT * 2].split())
+    text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    if len(text) > _DESCRIBE_LIMIT:
+        text = text[: _DESCRIBE_LIMIT - 3] + "..."
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
 
