@@ -1,6 +1,6 @@
 """Developer tasks: ``nox`` runs tests, lint and typecheck (what CI runs).
 
-Also bench, ray and browser.
+Also bench, ray, browser and fuzz.
 """
 
 from __future__ import annotations
@@ -36,6 +36,22 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-m", "not ray", *session.posargs)
     session.run("pip", "uninstall", "-y", "-q", "orjson", "pybase64")
     session.run("pytest", "-m", "not ray", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The Hypothesis property tests (marker ``fuzz``) with the long ``nightly`` profile.
+
+    Not a default session (``nox -s fuzz``): thousands of examples per property,
+    with the speedups extra and without it. The normal ``tests`` session runs the
+    same tests with the bounded ``default`` profile.
+    """
+    session.install("-e", ".[speedups,starlette]", *TEST_DEPS)
+    env = {"HYPOTHESIS_PROFILE": "nightly"}
+    args = ("pytest", "-m", "fuzz", "-p", "no:cacheprovider", "--hypothesis-show-statistics")
+    session.run(*args, *session.posargs, env=env)
+    session.run("pip", "uninstall", "-y", "-q", "orjson", "pybase64")
+    session.run(*args, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from samsar_async import AsyncSamsar, RetryPolicy
 from samsar_async.testing import MockSamsarServer
+
+# Hypothesis profiles for the property tests (marker ``fuzz``). test_fuzz_*.py share
+# one server and client per test function, so function-scoped fixtures are intended.
+_FUZZ_SETTINGS = {
+    "deadline": None,  # a loopback call may be slow on a busy CI machine
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    "print_blob": True,
+}
+settings.register_profile("default", max_examples=100, **_FUZZ_SETTINGS)  # type: ignore[arg-type]
+"""The normal run: 100 examples per property (about 10 s for the fuzz tests)."""
+settings.register_profile("nightly", max_examples=2000, **_FUZZ_SETTINGS)  # type: ignore[arg-type]
+"""``HYPOTHESIS_PROFILE=nightly`` (``nox -s fuzz``): many more examples."""
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture

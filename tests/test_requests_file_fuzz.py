@@ -44,7 +44,7 @@ from samsar_async.cli import run_batch
 from samsar_async.requests_file import BATCH_KEY_NAMESPACE
 from samsar_async.testing import Fault, MockSamsarServer
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fuzz]
 
 BOM = b"\xef\xbb\xbf"
 REPO_ROOT = Path(__file__).resolve().parents[1]
