@@ -254,7 +254,10 @@ CompletionInput = (
 
 
 def _check_input(_inst: object, _attr: object, value: Any) -> None:
-    if value is not None and not isinstance(value, (str, Message, Mapping, Sequence)):
+    # A single InputText/InputImage is accepted, as complete() accepts it (sent as [part]).
+    if value is not None and not isinstance(
+        value, (str, Message, Mapping, Sequence, InputText, InputImage)
+    ):
         raise InvalidArgumentError(
             "input",
             "must be a str, Message, sequence of Message, sequence of InputText/InputImage, "
