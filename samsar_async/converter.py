@@ -730,7 +730,7 @@ def parse_credits(charged: str | None, remaining: str | None) -> Credits:
     in magnitude, or more than 12 significant decimals: see
     :data:`~samsar_async.config.MAX_CREDITS_DIGITS` and
     :data:`~samsar_async.config.MAX_CREDITS_DECIMALS`) is unreadable: ``None``.
-    So summing readable values (``Session.credits_charged``) never overflows.
+    So summing readable values (``Conversation.credits_charged``) never overflows.
     """
     if charged is None and remaining is None:
         return NO_CREDITS
