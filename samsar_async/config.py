@@ -190,6 +190,15 @@ def _statuses(value: Any) -> frozenset[int]:
     return frozenset(value)
 
 
+_non_negative_seconds = non_negative()
+
+
+def _backoff_seconds(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    _non_negative_seconds(inst, attr, value)
+    if value > MAX_TIMEOUT_SECONDS:  # an int such as 10**400 is finite, but not a float
+        raise InvalidArgumentError(attr.name, f"must be at most {MAX_TIMEOUT_SECONDS:g} seconds")
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How a call is retried. Set one on the client; override it per call with ``retry=``.
@@ -206,10 +215,10 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=3, validator=positive_int())
-    initial_backoff: float = attrs.field(default=0.5, validator=non_negative())
-    max_backoff: float = attrs.field(default=8.0, validator=non_negative())
-    max_total_time: float | None = attrs.field(default=None, validator=optional(non_negative()))
-    max_retry_after: float = attrs.field(default=60.0, validator=non_negative())
+    initial_backoff: float = attrs.field(default=0.5, validator=_backoff_seconds)
+    max_backoff: float = attrs.field(default=8.0, validator=_backoff_seconds)
+    max_total_time: float | None = attrs.field(default=None, validator=optional(_backoff_seconds))
+    max_retry_after: float = attrs.field(default=60.0, validator=_backoff_seconds)
     retry_on: frozenset[str] = attrs.field(
         default=_CONDITIONS, converter=frozenset, validator=_check_conditions
     )

@@ -20,6 +20,7 @@ from samsar_async import (
     InputText,
     InvalidArgumentError,
     Message,
+    RetryPolicy,
     Timeout,
 )
 from samsar_async import _json as json_module
@@ -323,3 +324,14 @@ def test_from_bytes_mime_type_must_be_a_string() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         InputImage.from_bytes(b"\x89PNG\r\n\x1a\n", 5)  # type: ignore[arg-type]
     assert info.value.field == "mime_type"
+
+
+@pytest.mark.parametrize(
+    "name", ["initial_backoff", "max_backoff", "max_total_time", "max_retry_after"]
+)
+@pytest.mark.parametrize("value", [10**400, math.inf, math.nan, -1])
+def test_retry_policy_seconds_are_bounded(name: str, value: float) -> None:
+    # 10**400 used to pass (an int is finite) and failed later: OverflowError in a retry.
+    with pytest.raises(InvalidArgumentError) as info:
+        RetryPolicy(**{name: value})
+    assert info.value.field == name
