@@ -8,10 +8,12 @@ from the limiter, sends, and reports the outcome to both.
 :class:`OutageGate` -- client-wide back-off while the server is down for everyone.
     Failures that say "the server is down" (connection refused or reset,
     a connection dropped after sending, 502/503/504 from a gateway) are
-    counted; after ``threshold`` of them in a row, with no success between,
-    the gate closes. Calls then wait at the gate instead of spending
-    attempts against a dead port, and exactly one of the waiting calls at a
-    time runs the injected *probe* at a jittered, growing interval (by
+    counted once the server has answered this client at least once (a server
+    never reached is a wrong address: those calls fail fast); after
+    ``threshold`` of them in a row, with no answer between, the gate closes.
+    Calls then wait at the gate instead of spending attempts against a dead
+    port, and exactly one of the waiting calls at a time runs the injected
+    *probe* at a jittered, growing interval (by
     default about 0.1 s, then x1.5 each time, up to 2 s). The first probe
     that succeeds, or any call that gets an HTTP answer, opens the gate and
     every waiter goes on. A call whose deadline passes first raises
@@ -60,6 +62,7 @@ from .errors import (
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
+    ClientClosedError,
     InvalidArgumentError,
     ServerUnreachableError,
 )
@@ -107,6 +110,12 @@ def is_throttle(exc: BaseException) -> bool:
     """Whether ``exc`` asks the account to slow down: a 429, or any ``Retry-After``."""
     return isinstance(exc, APIStatusError) and (
         exc.status_code == 429 or exc.retry_after is not None
+    )
+
+
+def _closed() -> ClientClosedError:
+    return ClientClosedError(
+        "the client was closed while this call waited to be sent; nothing was sent meanwhile"
     )
 
 
@@ -162,10 +171,12 @@ class OutageGate:
         self.probe_timeout = float(probe_timeout)
         self._rng = rng if rng is not None else random.Random()
         self._strikes = 0
+        self._seen_up = False
         self._down_since: float | None = None
         self._failed_probes = 0
         self._next_probe = 0.0
         self._probing = False
+        self._closed = False
         self._changed: anyio.Event | None = None
         self.probes = 0
         """Probes run so far (all outages)."""
@@ -191,6 +202,7 @@ class OutageGate:
 
     def on_success(self) -> None:
         """An attempt got its answer: the server is reachable."""
+        self._seen_up = True
         self._strikes = 0
         if self._down_since is not None:
             self._open("a call got an answer")
@@ -200,8 +212,13 @@ class OutageGate:
 
         An HTTP answer that is not a gateway failure (a 4xx, a 500, a 2xx that
         could not be read) proves the server reachable, as a success does.
+        Nothing counts until the server has answered once: a server this client
+        never reached (a wrong ``base_url``, nothing listening) is not an
+        outage, and its calls fail fast as usual.
         """
         if is_outage_signal(exc):
+            if not self._seen_up:
+                return False  # never reached: a wrong address, not an outage
             self._strikes += 1
             if self._down_since is None and self._strikes >= self.threshold:
                 self._close()
@@ -210,18 +227,26 @@ class OutageGate:
             self.on_success()
         return False
 
+    def shutdown(self) -> None:
+        """The client is closing: every waiting call raises ``ClientClosedError`` now."""
+        self._closed = True
+        self._notify()
+
     async def wait(self, deadline: float | None, idempotency_key: str | None = None) -> None:
         """Return once the gate is open; wait (probing, if nobody else is) while it is closed.
 
         ``deadline`` is a :func:`time.monotonic` time (``None``: no limit); when
         it passes first, :class:`~samsar_async.errors.ServerUnreachableError`
-        is raised (carrying ``idempotency_key``). Cancellation is never swallowed.
+        is raised (carrying ``idempotency_key``); after :meth:`shutdown`,
+        :class:`~samsar_async.errors.ClientClosedError`. Cancellation is never swallowed.
         """
         if self._down_since is None:
             return
         self.waiting += 1
         try:
             while self._down_since is not None:
+                if self._closed:
+                    raise _closed()
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise self._unreachable(idempotency_key)
@@ -290,7 +315,7 @@ class OutageGate:
 
     async def _probe_until(self, deadline: float | None) -> None:
         """Probe on schedule until the gate opens, or until ``deadline`` (then return)."""
-        while self._down_since is not None:
+        while self._down_since is not None and not self._closed:
             now = time.monotonic()
             delay = self._next_probe - now
             if deadline is not None and now + max(delay, 0.0) >= deadline:
@@ -395,6 +420,7 @@ class AdaptiveLimiter:
         self._hold_until = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._in_flight = 0
+        self._closed = False
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.throttles = 0
         """Throttled attempts seen."""
@@ -440,6 +466,8 @@ class AdaptiveLimiter:
         Raises :class:`~samsar_async.errors.APIConnectTimeoutError` (nothing
         sent) when ``deadline`` (a :func:`time.monotonic` time) passes first.
         """
+        if self._closed:
+            raise _closed()
         now = self._clock()
         if not self._waiters and self._in_flight < self._limit and now >= self._hold_until:
             self._in_flight += 1
@@ -454,7 +482,7 @@ class AdaptiveLimiter:
                 granted = True
         finally:
             if not granted:
-                if future.done() and not future.cancelled():
+                if future.done() and not future.cancelled() and future.exception() is None:
                     self._in_flight -= 1  # granted just as we left: give it back
                     self._wake()
                 else:
@@ -466,6 +494,17 @@ class AdaptiveLimiter:
                 idempotency_key=idempotency_key,
             )
         return Ticket(self._epoch, self._clock())
+
+    def shutdown(self) -> None:
+        """The client is closing: every waiting call raises ``ClientClosedError`` now."""
+        self._closed = True
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(_closed())
 
     def release(self, ticket: Ticket, exc: BaseException | None) -> None:
         """Give back ``ticket``'s slot; ``exc`` is the attempt's error (``None``: it succeeded)."""
