@@ -192,12 +192,12 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
 
-    async def probe(self, url: str, *, timeout: float) -> bool:
+    async def probe(self, url: str, *, within: float) -> bool:
         """Whether the server at ``url`` answers: a ``GET`` that costs nothing.
 
         ``True`` for any HTTP answer but 502, 503 and 504 (a gateway saying the
         server behind it is down); ``False`` when no answer comes within
-        ``timeout`` seconds or the connection fails. The body is discarded.
+        ``within`` seconds or the connection fails. The body is discarded.
         """
         session = self._session
         if session is None or session.closed:
@@ -205,7 +205,7 @@ class Transport:
         try:
             async with session.get(
                 url,
-                timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=_NO_CEIL),
+                timeout=aiohttp.ClientTimeout(total=within, ceil_threshold=_NO_CEIL),
                 allow_redirects=False,
             ) as resp:
                 resp.release()
