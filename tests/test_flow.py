@@ -260,17 +260,31 @@ async def test_one_decrease_per_round_trip() -> None:
     limiter = AdaptiveLimiter(10, clock=lambda: 5.0)  # time stands still: no growth
     tickets = [await limiter.acquire() for _ in range(10)]
     assert limiter.in_flight == 10
-    for ticket in tickets[:6]:  # six 429s answering one overshoot
-        limiter.release(ticket, throttled())
-    assert limiter.limit == 7
-    assert (limiter.throttles, limiter.decreases) == (6, 1)
-    for ticket in tickets[6:]:
+    limiter.release(tickets.pop(), throttled())
+    limiter.release(tickets.pop(), throttled())  # the same overshoot: no second decrease
+    assert limiter.limit == 8  # 10 * 0.8
+    assert (limiter.throttles, limiter.decreases) == (2, 1)
+    for ticket in tickets:
         limiter.release(ticket, None)
     later = await limiter.acquire()  # sent after the decrease: its 429 is news
     limiter.release(later, throttled())
-    assert limiter.limit == 4
+    assert limiter.limit == 6  # 8 * 0.8
     assert limiter.decreases == 2
     assert limiter.in_flight == 0
+
+
+async def test_a_burst_comes_down_to_what_the_server_took() -> None:
+    """256 sent into 32 slots: as the 224 429s come back, the limit follows in_flight down."""
+    limiter = AdaptiveLimiter(256, clock=lambda: 5.0)
+    tickets = [await limiter.acquire() for _ in range(256)]
+    admitted, refused = tickets[:32], tickets[32:]
+    for ticket in refused:
+        limiter.release(ticket, throttled())
+    assert limiter.limit == 32
+    assert limiter.decreases == 1
+    assert limiter.in_flight == 32
+    for ticket in admitted:
+        limiter.release(ticket, None)
 
 
 async def test_waiters_are_served_in_order() -> None:
@@ -306,12 +320,31 @@ async def test_retry_after_holds_new_sends() -> None:
     limiter.release(ticket, throttled(retry_after=30))
     assert limiter.held_for > 25
     assert limiter.in_flight == 0
-    assert limiter.limit == 2  # below the limit, yet held
+    assert limiter.limit == 3  # below the limit, yet held
     with pytest.raises(APIConnectTimeoutError, match="nothing was sent") as info:
         await limiter.acquire(time.monotonic() + 0.05, "key-9")
     assert info.value.idempotency_key == "key-9"
     assert limiter.waiting == 0
     assert limiter.in_flight == 0
+
+
+async def test_probing_past_the_last_peak_holds_nothing() -> None:
+    now = [100.0]
+    limiter = AdaptiveLimiter(20, initial=10, default_rtt=1.0, clock=lambda: now[0])
+    tickets = [await limiter.acquire() for _ in range(10)]
+    limiter.release(tickets.pop(), throttled(retry_after=30))  # new to us: held
+    assert limiter.held_for == pytest.approx(30)
+    now[0] += 31  # the hold is over; the curve climbs past the old peak of 10
+    for ticket in tickets:
+        ticket.started = now[0] - 1.0
+        limiter.release(ticket, None)
+    assert limiter.limit > 10
+    probe = [await limiter.acquire() for _ in range(limiter.limit)]
+    limiter.release(probe.pop(), throttled(retry_after=30))  # our own probe overshot
+    assert limiter.held_for == 0  # the limit fell; nobody else waits
+    assert limiter.decreases == 2
+    for ticket in probe:
+        limiter.release(ticket, None)
 
 
 async def test_cubic_growth_is_flat_near_the_old_limit() -> None:
@@ -322,7 +355,9 @@ async def test_cubic_growth_is_flat_near_the_old_limit() -> None:
     tickets = [await limiter.acquire() for _ in range(40)]
     limiter.release(tickets.pop(), throttled())
     assert limiter.limit == 28  # 40 * 0.7
-    k = (12 / 0.1) ** (1 / 3)  # round trips back to the old peak of 40
+    # The first throttle ever: the peak aimed at is (40 + 28) / 2 = 34 (fast convergence),
+    # reached after K = cbrt((34 - 28) / 0.1) round trips.
+    k = 60 ** (1 / 3)
 
     def success_at(t: float) -> int:
         ticket = tickets.pop()
@@ -331,11 +366,11 @@ async def test_cubic_growth_is_flat_near_the_old_limit() -> None:
         limiter.release(ticket, None)
         return limiter.limit
 
-    assert success_at(k / 2) == 38  # concave: most of the way back in half the time
-    assert success_at(k * 0.9) == 39
-    assert success_at(k) in (39, 40)  # flat near the old peak, where the server's limit was
-    assert success_at(k + 2) == 40
-    assert success_at(k + 5) == 52  # then convex: probing for more
+    assert success_at(k / 2) == 33  # concave: most of the way back in half the time
+    assert success_at(k * 0.9) == 33
+    assert success_at(k) in (33, 34)  # flat near the peak, where the server's limit was
+    assert success_at(k + 2) == 34
+    assert success_at(k + 5) == 46  # then convex: probing for more
     assert success_at(k + 60) == 100  # never above the maximum
     assert limiter.rtt == pytest.approx(1.0)
 
