@@ -181,6 +181,9 @@ MAX_IMAGE_SIDE: Final = 1024
 MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
 """Largest request body accepted (413 above)."""
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+_BACKLOG: Final = 1024
+"""Listen backlog: hundreds of clients connecting at once are queued, not dropped
+(a SYN dropped on a full queue is retried by the client's kernel only after 1 s)."""
 SHUTDOWN_TIMEOUT: Final = 5.0
 """Seconds :meth:`MockSamsarServer.close` waits for handlers (they are woken first)."""
 
@@ -293,6 +296,8 @@ class RecordedRequest:
     headers: CIMultiDictProxy[str]
     peer: tuple[str, int] | None
     """The client socket's (host, port)."""
+    received: float = attrs.field(factory=time.monotonic)
+    """When the request started, in :func:`time.monotonic` seconds."""
     idempotency_key: str | None = None
     body: Any = None
     """The parsed JSON body, or ``None`` when it is not JSON."""
@@ -785,7 +790,7 @@ class MockSamsarServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, port)
+            site = web.TCPSite(runner, self.host, port, backlog=_BACKLOG)
             await site.start()
             self._port = int(runner.addresses[0][1])
         except BaseException:
