@@ -40,16 +40,17 @@ from the limiter, sends, and reports the outcome to both.
       limit is cut to that. A burst of 256 against a limit of 32 comes down to
       about 32 as its 429s come back, in one round trip, not ten halvings.
     - ``Retry-After`` holds every new send that long (up to ``max_hold``) when
-      the throttle comes below the last limit the server took (its capacity
-      for this client went down, or the client is new to it). A throttle met
-      while climbing past that limit answers the client's own probing: the
-      limit is lowered and only the throttled call waits, so the periodic
-      probe does not idle the whole pipeline every few round trips.
+      the throttle comes well below the last limit the server took (under
+      the midpoint of the last decrease: its capacity for this client went
+      down, or the client is new to it). A throttle met near or past that
+      limit answers the client's own probing: the limit is lowered and only
+      the throttled call waits, so the periodic probe does not idle the whole
+      pipeline every few round trips.
     - ``beta`` is 0.8, gentler than CUBIC's 0.7: with the cubic's plateau the
       limit averages about 95% of the server's. Plain halving (AIMD, ``beta``
       0.5, a linear climb) averages three quarters of it; measured against an
       account limit of 32 (``benchmarks/outage.py``), ``beta`` 0.7 gave 79% of
-      a loop holding exactly 32 and 0.8 gave 87-93%.
+      the throughput of a loop holding exactly 32, and 0.8 gave 91-92%.
 
 Neither is on the hot path when idle: the gate costs an attribute test per
 attempt while the server is up, and the limiter is used only when enabled.
@@ -564,11 +565,12 @@ class AdaptiveLimiter:
                 self._epoch_start = now
             return
         window = self._window
-        # Probing: at or above the last peak, this throttle answers our own climb
-        # past the server's limit. Falling short of it means the server's limit
-        # went down (or is new to us): aim lower (RFC 8312's fast convergence)
-        # and hold new sends for the Retry-After.
-        probing = self._last_w_max > 0 and window >= self._last_w_max
+        # Probing: near or above the last peak, this throttle answers our own climb
+        # past the server's limit. Falling well short of it (below the midpoint of
+        # the last decrease) means the server's limit went down, or is new to us:
+        # aim lower (RFC 8312's fast convergence) and hold new sends for the
+        # Retry-After.
+        probing = self._last_w_max > 0 and window >= self._last_w_max * (1 + self.beta) / 2
         w_max = window if probing else window * (1 + self.beta) / 2
         self._last_w_max = window
         self._w_max = w_max

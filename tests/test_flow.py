@@ -343,8 +343,13 @@ async def test_probing_past_the_last_peak_holds_nothing() -> None:
     limiter.release(probe.pop(), throttled(retry_after=30))  # our own probe overshot
     assert limiter.held_for == 0  # the limit fell; nobody else waits
     assert limiter.decreases == 2
-    for ticket in probe:
+    for ticket in probe[1:]:
         limiter.release(ticket, None)
+    again = await limiter.acquire()  # refused again, well below the peak of 20: the
+    limiter.release(again, throttled(retry_after=30))  # server's capacity went down
+    assert limiter.held_for == pytest.approx(30)
+    assert limiter.decreases == 3
+    limiter.release(probe[0], None)
 
 
 async def test_cubic_growth_is_flat_near_the_old_limit() -> None:
