@@ -167,7 +167,9 @@ async def test_adaptive_concurrency_under_an_account_limit(server: MockSamsarSer
     assert errors == []  # no call ran out of attempts on 429s
     assert len(server.ledger) == 400
     refused = sum(1 for r in server.requests if r.throttled)
-    assert refused < 400  # fewer 429s than calls, though 64 were sent into 8 slots
+    assert refused < 200  # 64 were sent into 8 slots, yet few were refused ...
+    second_half = server.requests[len(server.requests) // 2 :]
+    assert sum(1 for r in second_half if r.throttled) < 0.05 * len(second_half)  # ... later
     assert_truthful(server, errors)
 
 
