@@ -327,7 +327,9 @@ def outage_scenario(n: int, down_for: float, charges_before: int) -> list[dict[s
     return rows
 
 
-def limit_scenario(n: int, concurrency: int, account_limit: int) -> list[dict[str, Any]]:
+def limit_scenario(
+    n: int, concurrency: int, account_limit: int, rounds: int
+) -> list[dict[str, Any]]:
     config = {
         "sessions": n,
         "latency": LIMIT_LATENCY,
@@ -347,18 +349,17 @@ def limit_scenario(n: int, concurrency: int, account_limit: int) -> list[dict[st
             s, account_limit, retries=0, pool=pool
         ),
     }
-    rows = []
-    for label, contestant in contestants.items():
-        out, _server, report, _loop = _measure(config, contestant)
-        requests = report["requests"]
-        later = [throttled for received, throttled in requests if received >= out.started + 1.0]
-        wall = out.ended - out.started
-        rows.append(
-            {
-                "contestant": label,
-                "n": n,
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in contestants}
+    for round_no in range(rounds):  # interleaved, so that load changes hit every row alike
+        this_round = []
+        for label, contestant in contestants.items():
+            out, _server, report, _loop = _measure(config, contestant)
+            requests = report["requests"]
+            later = [flag for received, flag in requests if received >= out.started + 1.0]
+            wall = out.ended - out.started
+            run = {
                 "ok": out.ok,
-                "throttled": sum(1 for _, throttled in requests if throttled),
+                "throttled": sum(1 for _, flag in requests if flag),
                 "share_429_after_1s": sum(later) / len(later) if later else 0.0,
                 "calls_per_s": out.ok / wall if wall > 0 else 0.0,
                 "failures": dict(out.failures),
@@ -366,11 +367,30 @@ def limit_scenario(n: int, concurrency: int, account_limit: int) -> list[dict[st
                 "final_limit": out.limit,
                 "wall": wall,
             }
+            runs[label].append(run)
+            this_round.append(run)
+            print(f"# 429 round {round_no + 1} {label}: {run}", file=sys.stderr, flush=True)
+        reference = this_round[-1]["calls_per_s"]
+        for run in this_round:
+            run["vs_exact_loop"] = run["calls_per_s"] / reference if reference else 0.0
+    rows = []
+    reference_label = list(contestants)[-1]
+    for label, label_runs in runs.items():
+        key = "calls_per_s" if label == reference_label else "vs_exact_loop"
+        middle = sorted(label_runs, key=lambda r: r[key])[len(label_runs) // 2]
+        rows.append(
+            {
+                "contestant": label,
+                "n": n,
+                "rounds": label_runs,
+                "median": middle,
+                "ok_min": min(r["ok"] for r in label_runs),
+                "vs_exact_min": min(r["vs_exact_loop"] for r in label_runs),
+                "vs_exact_max": max(r["vs_exact_loop"] for r in label_runs),
+                "share_max": max(r["share_429_after_1s"] for r in label_runs),
+                "double_charges": sum(r["double_charges"] for r in label_runs),
+            }
         )
-        print(f"# 429 {label}: {rows[-1]}", file=sys.stderr, flush=True)
-    reference = rows[-1]["calls_per_s"]
-    for row in rows:
-        row["vs_exact_loop"] = row["calls_per_s"] / reference if reference else 0.0
     return rows
 
 
@@ -416,36 +436,48 @@ def render(data: dict[str, Any]) -> str:
         ]
         out += [common.markdown_table(headers, rows), ""]
     limit = data["limit"]
-    out.append(
-        f"### {limit['n']} requests, concurrency {limit['concurrency']}, account limit "
-        f"{limit['account_limit']} (429 + retry-after-ms {LIMIT_RETRY_AFTER * 1000:.0f}), "
-        f"latency {LIMIT_LATENCY * 1000:.0f} ms"
-    )
-    out.append("")
-    headers = [
-        "contestant",
-        "ok",
-        "429s",
-        "429 share after 1 s",
-        "calls/s",
-        "vs exact loop",
-        "failures",
-        "final limit",
-    ]
-    rows = [
-        [
-            r["contestant"],
-            f"{r['ok']}/{r['n']}",
-            r["throttled"],
-            f"{r['share_429_after_1s'] * 100:.1f}%",
-            f"{r['calls_per_s']:.0f}",
-            f"{r['vs_exact_loop'] * 100:.0f}%",
-            _failures(r["failures"]),
-            "-" if r["final_limit"] is None else r["final_limit"],
+    if limit["rows"]:
+        out.append(
+            f"### {limit['n']} requests, concurrency {limit['concurrency']}, account limit "
+            f"{limit['account_limit']} (429 + retry-after-ms {LIMIT_RETRY_AFTER * 1000:.0f}), "
+            f"latency {LIMIT_LATENCY * 1000:.0f} ms"
+        )
+        out.append("")
+        out.append(
+            f"{limit['rounds']} interleaved round(s); each row shows its round with the median "
+            "ratio to that round's exact loop (the exact loop: its median round), and the "
+            "range of the ratio over the rounds."
+        )
+        out.append("")
+        headers = [
+            "contestant",
+            "ok (worst round)",
+            "429s",
+            "429 share after 1 s (worst)",
+            "ok calls/s",
+            "vs exact loop (range)",
+            "failures",
+            "final limit",
         ]
-        for r in limit["rows"]
-    ]
-    out += [common.markdown_table(headers, rows), ""]
+        rows = []
+        for r in limit["rows"]:
+            m = r["median"]
+            rows.append(
+                [
+                    r["contestant"],
+                    f"{r['ok_min']}/{r['n']}",
+                    m["throttled"],
+                    f"{m['share_429_after_1s'] * 100:.1f}% ({r['share_max'] * 100:.1f}%)",
+                    f"{m['calls_per_s']:.0f}",
+                    f"{m['vs_exact_loop'] * 100:.0f}% "
+                    f"({r['vs_exact_min'] * 100:.0f}-{r['vs_exact_max'] * 100:.0f}%)",
+                    _failures(m["failures"]),
+                    "-" if m["final_limit"] is None else m["final_limit"],
+                ]
+            )
+        out += [common.markdown_table(headers, rows), ""]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    out.append(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.")
     return "\n".join(out)
 
 
@@ -454,6 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small counts (for CI)")
     parser.add_argument("--n", type=int, default=1000, help="requests per outage run")
     parser.add_argument("--n429", type=int, default=2000, help="requests in the 429 run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the 429 run")
     parser.add_argument("--only", choices=("outage", "429"), help="run one scenario")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -467,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         n, outages, charges = args.n, (0.5, 5.0), CHARGES_BEFORE_OUTAGE
         n429, concurrency, account_limit = args.n429, LIMIT_CONCURRENCY, ACCOUNT_LIMIT
+    rounds = 1 if args.quick else args.rounds
     data: dict[str, Any] = {"quick": args.quick, "outage": [], "limit": None}
     if args.only in (None, "outage"):
         for down_for in outages:
@@ -483,10 +517,11 @@ def main(argv: list[str] | None = None) -> None:
             "n": n429,
             "concurrency": concurrency,
             "account_limit": account_limit,
-            "rows": limit_scenario(n429, concurrency, account_limit),
+            "rounds": rounds,
+            "rows": limit_scenario(n429, concurrency, account_limit, rounds),
         }
     if data["limit"] is None:
-        data["limit"] = {"n": 0, "concurrency": 0, "account_limit": 0, "rows": []}
+        data["limit"] = {"n": 0, "concurrency": 0, "account_limit": 0, "rounds": 0, "rows": []}
     print(render(data))
     if args.json:
         common.write_json(args.json, data)
