@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from . import _json
+from ._flow import AdaptiveLimiter, OutageGate, run_attempt
 from ._turns import TurnQueues
 from ._version import __version__
 from ._wire_checks import check_header, check_headers, json_error
@@ -187,6 +188,18 @@ class BaseClient:
             time, in call order (default).
         max_response_bytes: the largest answer read (64 MiB by default).
         allow_insecure_http: allow a plain ``http://`` base URL to a non-loopback host.
+        outage_backoff: when connections fail (or gateways answer 502/503/504)
+            for every call, calls wait for the server instead of spending their
+            attempts, while one probe at a time checks it (a ``GET`` that costs
+            nothing) at a growing interval; a call whose deadline passes first
+            raises :class:`~samsar_async.errors.ServerUnreachableError`. On by
+            default; see :attr:`outage_gate`.
+        adaptive_concurrency: cap the calls in flight with a limit that falls on
+            429s and ``Retry-After`` and grows back as calls succeed (CUBIC, as
+            TCP and botocore's adaptive mode do); throttled retries then count
+            against neither ``max_attempts`` nor the budget. Off by default;
+            ``_post(adaptive=True)`` turns it on for one call.
+            :attr:`concurrency_limit` is the current limit.
     """
 
     def __init__(
@@ -203,6 +216,8 @@ class BaseClient:
         serialize_sessions: bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
+        outage_backoff: bool = True,
+        adaptive_concurrency: bool = False,
     ) -> None:
         key = _check_api_key(api_key)
         self.base_url: str = _check_base_url(base_url, allow_insecure_http)
@@ -232,6 +247,24 @@ class BaseClient:
             max_response_bytes=_check_max_response_bytes(max_response_bytes),
         )
         self._first_timeout = _first_attempt_timeout(self.timeout)
+        self._gate: OutageGate | None = OutageGate(self._probe) if outage_backoff else None
+        self.adaptive_concurrency: bool = adaptive_concurrency
+        """Whether calls run under the adaptive concurrency limit by default."""
+        self._limiter = AdaptiveLimiter(max_connections)
+
+    async def _probe(self) -> bool:
+        return await self._transport.probe(self.base_url + "/assistant/completion", within=5.0)
+
+    @property
+    def outage_gate(self) -> OutageGate | None:
+        """The client-wide outage back-off (``None`` when turned off): ``down``,
+        ``unreachable_for``, ``probes``, ``outages``, ``waiting``."""
+        return self._gate
+
+    @property
+    def concurrency_limit(self) -> int:
+        """The adaptive concurrency limit now (for monitoring; see ``adaptive_concurrency``)."""
+        return self._limiter.limit
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} base_url={self.base_url!r} state={self.state.value}>"
@@ -245,6 +278,9 @@ class BaseClient:
 
     async def close(self) -> None:
         """Close the pooled connections. The client cannot be used afterwards."""
+        if self._gate is not None:
+            self._gate.shutdown()  # calls waiting for the server: ClientClosedError
+        self._limiter.shutdown()
         await self._transport.close()
 
     def _check_open(self) -> None:
@@ -269,11 +305,14 @@ class BaseClient:
         retry: RetryPolicy | Unset | None = UNSET,
         idempotency_key: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        adaptive: bool | None = None,
     ) -> T:
         """POST ``body`` to ``path`` with retries; ``parse`` turns a 2xx answer into a result.
 
         ``session_id`` serializes the call with the others on that session.
         ``idempotent`` says a repeat is harmless even without a key.
+        ``adaptive`` runs the call under the adaptive concurrency limit
+        (``None``: the client's ``adaptive_concurrency``).
         """
         transport = self._transport
         if transport.closed:
@@ -314,40 +353,73 @@ class BaseClient:
             # The deadline starts once the call may run (after its session's earlier turns).
             started = time.monotonic()
             url = self.base_url + path
-            # The first attempt runs inline: a call that succeeds at once costs one
-            # coroutine frame here and nothing of the retry machinery.
+            gate = self._gate
+            use_limiter = self.adaptive_concurrency if adaptive is None else adaptive
+            limiter = self._limiter if use_limiter else None
+            call: _Call[T] | None = None
             failure: APIError
-            try:
-                raw = await transport.post(
-                    url,
-                    data,
-                    headers=headers,
-                    timeout=self._first_timeout if t is self.timeout else _first_attempt_timeout(t),
-                    idempotency_key=key,
-                )
-                if 200 <= raw.status < 300:
-                    result = parse(raw, key, session_id)
+            if limiter is None and (gate is None or not gate.down):
+                # The first attempt runs inline: a call that succeeds at once costs one
+                # coroutine frame here and nothing of the retry machinery.
+                try:
+                    raw = await transport.post(
+                        url,
+                        data,
+                        headers=headers,
+                        timeout=self._first_timeout
+                        if t is self.timeout
+                        else _first_attempt_timeout(t),
+                        idempotency_key=key,
+                    )
+                    if 200 <= raw.status < 300:
+                        result = parse(raw, key, session_id)
+                        if logger.isEnabledFor(logging.DEBUG):
+                            _log_answer(path, 1, raw.status, started, raw.headers)
+                        budget = self.retry_budget
+                        if budget is not None:
+                            budget.on_success(0)
+                        if gate is not None:
+                            gate.on_success()
+                        return result
+                    failure = status_error(raw, key)
                     if logger.isEnabledFor(logging.DEBUG):
                         _log_answer(path, 1, raw.status, started, raw.headers)
+                except APIError as exc:
+                    failure = exc
+                    logger.debug(
+                        "POST %s attempt=1 failed=%s elapsed=%.3fs",
+                        path,
+                        type(exc).__name__,
+                        time.monotonic() - started,
+                    )
+                if gate is not None:
+                    gate.on_failure(failure)
+            else:
+                # The server is down (wait for it) or the call is under the adaptive
+                # limit: the first attempt goes through the flow control too.
+                call = _Call(transport, path, url, data, headers, key, t, parse, session_id)
+                if t.total is not None:
+                    call.deadline = started + t.total
+                try:
+                    result = await run_attempt(
+                        call.send,
+                        gate=gate,
+                        limiter=limiter,
+                        deadline=call.deadline,
+                        idempotency_key=key,
+                    )
+                except APIError as exc:
+                    failure = exc
+                else:
                     budget = self.retry_budget
                     if budget is not None:
                         budget.on_success(0)
                     return result
-                failure = status_error(raw, key)
-                if logger.isEnabledFor(logging.DEBUG):
-                    _log_answer(path, 1, raw.status, started, raw.headers)
-            except APIError as exc:
-                failure = exc
-                logger.debug(
-                    "POST %s attempt=1 failed=%s elapsed=%.3fs",
-                    path,
-                    type(exc).__name__,
-                    time.monotonic() - started,
-                )
-            call = _Call(transport, path, url, data, headers, key, t, parse, session_id)
-            call.attempt = 1
-            if t.total is not None:
-                call.deadline = started + t.total
+            if call is None:
+                call = _Call(transport, path, url, data, headers, key, t, parse, session_id)
+                call.attempt = 1
+                if t.total is not None:
+                    call.deadline = started + t.total
             policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY
             return await retry_failed_call(
                 failure,
@@ -357,6 +429,9 @@ class BaseClient:
                 has_key=key is not None or idempotent,
                 deadline=call.deadline,
                 started=started,
+                gate=gate,
+                limiter=limiter,
+                idempotency_key=key,
             )
         finally:
             if locks is not None and session_id is not None:

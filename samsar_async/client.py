@@ -47,6 +47,13 @@ class AsyncSamsar(BaseClient):
             time, in call order (default).
         max_response_bytes: the largest answer read (64 MiB by default).
         allow_insecure_http: allow a plain ``http://`` base URL to a non-loopback host.
+        outage_backoff: while the server is down for every call, calls wait for
+            it (bounded by their deadlines) instead of spending their attempts,
+            and one probe at a time checks it; on by default. See
+            :attr:`outage_gate`.
+        adaptive_concurrency: cap the calls in flight with a limit that falls on
+            429s / ``Retry-After`` and grows back (CUBIC); off by default. See
+            :attr:`concurrency_limit`.
 
     All arguments but ``api_key`` are keyword-only.
     """

@@ -17,7 +17,8 @@ these classes at one boundary (:mod:`samsar_async.transport`). The tree::
         │   ├── APITimeoutError                 a deadline expired
         │   │   ├── APIConnectTimeoutError      ...before the request was sent (safe to retry)
         │   │   └── APIReadTimeoutError         ...after it was sent (also OutcomeUnknownError)
-        │   └── OutcomeUnknownError             sent, no complete answer: may be charged
+        │   ├── OutcomeUnknownError             sent, no complete answer: may be charged
+        │   └── ServerUnreachableError          the server stayed down past the call's deadline
         ├── APIStatusError                      the server answered with a non-2xx status
         │   ├── BadRequestError                 400
         │   ├── AuthenticationError             401
@@ -35,7 +36,36 @@ reconcile a charge) and ``attempts``: one :class:`Attempt` per try, saying why
 each failed. After retries, the exception raised is the last attempt's own
 error (so ``except RateLimitError`` works as usual), its message ends with the
 history of every attempt, and its ``__cause__`` is the lower-level failure
-behind it (the transport error, for connection failures).
+behind it (the transport error, for connection failures) -- unless an attempt
+before the last may have been charged: the call then ends as
+:class:`OutcomeUnknownError`, whatever the last attempt got (kept as its
+``last_error`` and ``__cause__``). A call is never reported as "nothing was
+sent" when any of its attempts may have reached the server. (A call whose
+*only* possibly-charged attempt is the last one keeps that attempt's error,
+e.g. a 500 :class:`InternalServerError`; ``may_have_been_charged`` covers both.)
+
+Was I charged?
+--------------
+Every :class:`SamsarError` has ``may_have_been_charged``, which says plainly
+whether the call that raised it may have cost credits:
+
+- ``False``: certainly not charged. Nothing was sent (bad input, a closed
+  client, connection refused, no pooled connection in time, a batch's credit
+  floor), or every attempt was refused before any work (400-404, 408, 422,
+  425, 429, 503, redirects). It is safe to send the call again.
+- ``True``: it may have been charged. An attempt was sent and no complete
+  answer came back (:class:`OutcomeUnknownError`, read timeouts, dropped
+  connections, cut bodies), the server failed after it may have done the work
+  (500, 502, 504 and other 5xx but 503), a 2xx answer was unreadable
+  (:class:`APIResponseValidationError`), another request with the same
+  idempotency key is in progress (409), or the client was closed while the
+  call was in flight. Reconcile (resend with the same ``idempotency_key``: the
+  server replays a charged answer instead of charging again) before resending
+  with a new one.
+
+Errors raised while decoding data already received (:class:`ImageDecodeError`,
+:class:`StreamDecodeError`) say ``False``: the call that produced the data
+returned normally, and nothing more was charged.
 
 No exception text ever contains the API key: messages are built from status
 codes, server-provided messages and URLs without credentials.
@@ -79,6 +109,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "SamsarError",
+    "ServerUnreachableError",
     "StreamDecodeError",
     "UnprocessableEntityError",
     "UsageError",
@@ -95,10 +126,21 @@ class Attempt:
     status_code: int | None = None
     elapsed: float = 0.0
     """Seconds the attempt took."""
+    may_have_been_charged: bool = False
+    """Whether this attempt may have been charged (see the module docstring)."""
 
 
 class SamsarError(Exception):
     """Base class of every error this SDK raises."""
+
+    @property
+    def may_have_been_charged(self) -> bool:
+        """Whether the call that raised this error may have been charged.
+
+        ``False`` means certainly not (safe to send again); see the module
+        docstring for which errors say what.
+        """
+        return False
 
 
 class InvalidArgumentError(SamsarError, ValueError):
@@ -122,7 +164,19 @@ class UsageError(SamsarError, RuntimeError):
 
 
 class ClientClosedError(UsageError):
-    """The client was used after :meth:`AsyncSamsar.close`."""
+    """The client was used after :meth:`AsyncSamsar.close`, or closed during the call.
+
+    ``sent`` is ``True`` when the call was in flight (it may have been charged).
+    """
+
+    def __init__(self, *args: object, sent: bool = False) -> None:
+        super().__init__(*args)
+        self.sent = sent
+
+    @property
+    def may_have_been_charged(self) -> bool:
+        """``True`` when the call was in flight when the client closed."""
+        return self.sent
 
 
 class ImageDecodeError(SamsarError, ValueError):
@@ -180,6 +234,11 @@ class APIError(SamsarError):
         self.idempotency_key = idempotency_key
         self.attempts = ()
 
+    @property
+    def may_have_been_charged(self) -> bool:
+        """Whether the call may have been charged (``True`` unless a subclass knows better)."""
+        return True
+
     def __str__(self) -> str:
         text = self.message
         if len(self.attempts) > 1:
@@ -202,6 +261,11 @@ class APIConnectionError(APIError):
         super().__init__(message, idempotency_key=idempotency_key)
         self.sent = sent
 
+    @property
+    def may_have_been_charged(self) -> bool:
+        """``True`` when the request (or one of the call's attempts) may have reached the server."""
+        return self.sent
+
 
 class APITimeoutError(APIConnectionError):
     """A timeout expired (connect, per-attempt read, or the call's total deadline)."""
@@ -216,14 +280,55 @@ class OutcomeUnknownError(APIConnectionError):
 
     The server may have done the work, and the call may have been charged.
     Such failures are retried only when the call carries an idempotency key.
+
+    A retried call also ends with this error when an attempt before the last
+    may have been charged, whatever the last attempt got (refused, not sent, a
+    409, a 500): ``last_error`` is then that last attempt's error (also the
+    ``__cause__``), and ``attempts`` the whole history. ``last_error`` is
+    ``None`` when the failure is this error's own.
     """
 
-    def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
+    last_error: APIError | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        last_error: APIError | None = None,
+    ) -> None:
         super().__init__(message, sent=True, idempotency_key=idempotency_key)
+        self.last_error = last_error
 
 
 class APIReadTimeoutError(OutcomeUnknownError, APITimeoutError):
     """The request was sent but the answer did not arrive in time (outcome unknown)."""
+
+
+class ServerUnreachableError(APIConnectionError):
+    """The server was down for every call (an outage) until this call's deadline passed.
+
+    While the client sees the server down (connections refused or dropped,
+    502/503/504 from a gateway), calls wait for it instead of spending their
+    attempts, and one prober checks it at a growing interval. A call whose
+    deadline passes first ends with this error: ``unreachable_for`` says how
+    many seconds the server had been unreachable, ``probes`` how many probes
+    failed meanwhile. Nothing was sent while the call waited (``sent=False``);
+    when an earlier attempt may have been charged, the call ends as
+    :class:`OutcomeUnknownError` with this error as its ``last_error``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unreachable_for: float,
+        probes: int,
+        idempotency_key: str | None = None,
+    ) -> None:
+        super().__init__(message, sent=False, idempotency_key=idempotency_key)
+        self.unreachable_for = unreachable_for
+        self.probes = probes
 
 
 class APIStatusError(APIError):
@@ -251,6 +356,11 @@ class APIStatusError(APIError):
         self.headers: Mapping[str, str] = headers or {}
         self.credits = credits
         self.retry_after = retry_after
+
+    @property
+    def may_have_been_charged(self) -> bool:
+        """``True`` for 409 (a request with this key is in progress) and 5xx but 503."""
+        return status_may_have_charged(self.status_code)
 
 
 class BadRequestError(APIStatusError):
@@ -304,6 +414,11 @@ class APIResponseValidationError(APIError):
         self.status_code = status_code
         self.excerpt = excerpt
 
+    @property
+    def may_have_been_charged(self) -> bool:
+        """``True`` for an unreadable 2xx (the work was done), else as for its status."""
+        return 200 <= self.status_code < 300 or status_may_have_charged(self.status_code)
+
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -315,6 +430,15 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+
+
+def status_may_have_charged(status_code: int) -> bool:
+    """Whether an answer with ``status_code`` leaves the call possibly charged.
+
+    409 (another request with the same idempotency key is in progress) and
+    every 5xx but 503 (the server or a gateway failed, maybe after the work).
+    """
+    return status_code == 409 or (status_code >= 500 and status_code != 503)
 
 
 def status_error_class(status_code: int) -> type[APIStatusError]:

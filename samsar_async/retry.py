@@ -10,6 +10,20 @@ A failure is classified by what the server may have done with the request:
 Nothing else is retried: 400, 401, 402, 403, 404, 422 and
 :class:`~samsar_async.errors.APIResponseValidationError` fail at once.
 
+The final error is truthful about the whole call: when an attempt before the
+last may have been charged, the call ends as
+:class:`~samsar_async.errors.OutcomeUnknownError` whatever the last attempt
+got (refused, not sent, a 409 from the server still busy with it, a 500),
+with the last attempt's error as its ``last_error`` and ``__cause__``: never
+as "nothing was sent".
+
+With the client's flow control (:mod:`samsar_async._flow`), attempts that
+fail because the server is down for everyone (the outage gate is closed) and
+throttled attempts under the adaptive limiter are *not* counted against
+``max_attempts`` nor paid from the budget: the gate and the limiter pace
+them, the call's deadline bounds them, and at most :data:`MAX_PACED_RETRIES`
+such retries are made per call.
+
 :class:`RetryPolicy` says how many attempts, how long to back off (full
 jitter), and which conditions to retry; :class:`RetryBudget` is shared by a
 client's calls so that when the backend fails for everyone, retries stop
@@ -24,7 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import anyio
 import attrs
@@ -33,6 +47,7 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
+from ._flow import AdaptiveLimiter, OutageGate, is_outage_signal, is_throttle, run_attempt
 from .config import (
     DEFAULT_REFUSED_STATUSES,
     DEFAULT_RETRY_POLICY,
@@ -49,6 +64,8 @@ from .errors import (
     APITimeoutError,
     Attempt,
     OutcomeUnknownError,
+    SamsarError,
+    ServerUnreachableError,
 )
 
 __all__ = [
@@ -69,6 +86,10 @@ T = TypeVar("T")
 
 _MIN_ATTEMPT_TIME = 0.1
 """No retry starts with less than this many seconds left before the call's deadline."""
+
+MAX_PACED_RETRIES: Final = 50
+"""Most retries per call paced by the outage gate or the adaptive limiter (not counted
+against ``max_attempts``); a safety net, the call's deadline is the real bound."""
 
 
 @attrs.define(kw_only=True)
@@ -122,6 +143,8 @@ def classify(exc: BaseException, policy: RetryPolicy) -> str | None:
 
 
 def _is_retryable(exc: BaseException, policy: RetryPolicy, has_key: bool) -> bool:
+    if isinstance(exc, ServerUnreachableError):
+        return False  # the call's deadline passed while the server was down
     condition = classify(exc, policy)
     if condition is None or condition not in policy.retry_on:
         return False
@@ -144,13 +167,36 @@ class _RetryIf(retry_base):
         return exc is not None and _is_retryable(exc, self.policy, self.has_key)
 
 
-class _Wait(wait_base):
-    """Full-jitter exponential back-off, or the server's ``Retry-After`` when it sent one."""
+class _Flow:
+    """The client's flow control as one call's retries see it."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    __slots__ = ("gate", "limiter")
+
+    def __init__(self, gate: OutageGate | None, limiter: AdaptiveLimiter | None) -> None:
+        self.gate = gate
+        self.limiter = limiter
+
+    def paces(self, exc: BaseException | None) -> bool:
+        """Whether the retry after ``exc`` is paced by the gate or the limiter."""
+        if exc is None:
+            return False
+        gate = self.gate
+        if gate is not None and gate.down and is_outage_signal(exc):
+            return True
+        return self.limiter is not None and is_throttle(exc)
+
+
+class _Wait(wait_base):
+    """Full-jitter exponential back-off, or the server's ``Retry-After`` when it sent one.
+
+    No back-off after an outage failure while the gate is closed: the gate paces the retry.
+    """
+
+    def __init__(self, policy: RetryPolicy, flow: _Flow) -> None:
         self.jitter = wait_random_exponential(
             multiplier=policy.initial_backoff, max=policy.max_backoff
         )
+        self.flow = flow
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
@@ -158,31 +204,43 @@ class _Wait(wait_base):
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return float(retry_after)
+        gate = self.flow.gate
+        if gate is not None and gate.down and exc is not None and is_outage_signal(exc):
+            return 0.0
         return float(self.jitter(retry_state))
 
 
 class _Stop(stop_base):
-    """Stop at ``max_attempts``, at the deadline, or when the budget cannot pay the retry."""
+    """Stop at ``max_attempts``, at the deadline, or when the budget cannot pay the retry.
+
+    Retries paced by the flow control count against neither ``max_attempts``
+    nor the budget (up to :data:`MAX_PACED_RETRIES`).
+    """
 
     def __init__(
-        self, policy: RetryPolicy, deadline: float | None, budget: RetryBudget | None
+        self, policy: RetryPolicy, deadline: float | None, budget: RetryBudget | None, flow: _Flow
     ) -> None:
         self.max_attempts = policy.max_attempts
         self.deadline = deadline
         self.budget = budget
+        self.flow = flow
         self.acquired = 0
+        self.paced = 0
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        if retry_state.attempt_number >= self.max_attempts:
-            return True
         if self.deadline is not None and (
             time.monotonic() + retry_state.upcoming_sleep + _MIN_ATTEMPT_TIME >= self.deadline
         ):
             return True
-        if self.budget is None:
-            return False
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
+        if self.paced < MAX_PACED_RETRIES and self.flow.paces(exc):
+            self.paced += 1
+            return False
+        if retry_state.attempt_number - self.paced >= self.max_attempts:
+            return True
+        if self.budget is None:
+            return False
         cost = (
             self.budget.timeout_retry_cost
             if isinstance(exc, APITimeoutError)
@@ -215,8 +273,31 @@ def _record(attempts: list[Attempt], number: int, exc: BaseException, started: f
             error=f"{type(exc).__name__}: {message}",
             status_code=status,
             elapsed=time.monotonic() - started,
+            may_have_been_charged=exc.may_have_been_charged
+            if isinstance(exc, SamsarError)
+            else True,
         )
     )
+
+
+def _truthful(exc: APIError, attempts: tuple[Attempt, ...]) -> APIError:
+    """The call's final error: ``exc``, unless an attempt before the last may have been
+    charged; then an :class:`OutcomeUnknownError` over the history (``exc`` as ``last_error``)."""
+    exc.attempts = attempts
+    if isinstance(exc, OutcomeUnknownError):
+        return exc
+    charged = [a for a in attempts[:-1] if a.may_have_been_charged]
+    if not charged:
+        return exc
+    first = charged[0]
+    unknown = OutcomeUnknownError(
+        f"the call may have been charged: attempt {first.number} may have reached the server "
+        f"({first.error}), and the last attempt failed: {exc.message}",
+        idempotency_key=exc.idempotency_key,
+        last_error=exc,
+    )
+    unknown.attempts = attempts
+    return unknown
 
 
 async def retry_failed_call(
@@ -228,6 +309,9 @@ async def retry_failed_call(
     has_key: bool,
     deadline: float | None,
     started: float,
+    gate: OutageGate | None = None,
+    limiter: AdaptiveLimiter | None = None,
+    idempotency_key: str | None = None,
 ) -> T:
     """Carry on a call whose first attempt (begun at ``started``) failed with ``first``.
 
@@ -235,26 +319,31 @@ async def retry_failed_call(
     pays nothing for the retry machinery); here its failure is handed to a
     fresh tenacity ``AsyncRetrying`` as attempt 1, and tenacity decides, waits
     and stops. ``deadline`` is a :func:`time.monotonic` time after which no
-    retry starts. The final error carries every attempt. Cancellation is never
-    retried nor swallowed.
+    retry starts. Each retry goes through the client's flow control
+    (``gate``, ``limiter``: see :func:`samsar_async._flow.run_attempt`), which
+    the first attempt went through too. The final error carries every
+    attempt and is truthful about them (see the module docstring).
+    Cancellation is never retried nor swallowed.
     """
     attempts: list[Attempt] = []
     _record(attempts, 1, first, started)
     if policy.max_attempts < 2 or not _is_retryable(first, policy, has_key):
-        first.attempts = tuple(attempts)
-        raise first
+        raise _truthful(first, tuple(attempts))
     if policy.max_total_time is not None:
         limit = started + policy.max_total_time
         deadline = limit if deadline is None else min(deadline, limit)
-    stop = _Stop(policy, deadline, budget)
+    flow = _Flow(gate, limiter)
+    stop = _Stop(policy, deadline, budget, flow)
     retrying = AsyncRetrying(
         sleep=anyio.sleep,
         stop=stop,
-        wait=_Wait(policy),
+        wait=_Wait(policy, flow),
         retry=_RetryIf(policy, has_key),
         before_sleep=_log_retry,
         reraise=True,
     )
+    paced = gate is not None or limiter is not None
+    key = idempotency_key if idempotency_key is not None else first.idempotency_key
     pending: APIError | None = first
     try:
         async for attempt in retrying:
@@ -265,7 +354,16 @@ async def retry_failed_call(
                     raise replay
                 attempt_started = time.monotonic()
                 try:
-                    result = await send()
+                    if paced:
+                        result = await run_attempt(
+                            send,
+                            gate=gate,
+                            limiter=limiter,
+                            deadline=deadline,
+                            idempotency_key=key,
+                        )
+                    else:
+                        result = await send()
                 except APIError as exc:
                     _record(attempts, attempt.retry_state.attempt_number, exc, attempt_started)
                     raise
@@ -273,5 +371,7 @@ async def retry_failed_call(
             budget.on_success(stop.acquired)
         return result
     except APIError as exc:
-        exc.attempts = tuple(attempts)
-        raise
+        final = _truthful(exc, tuple(attempts))
+        if final is exc:
+            raise
+        raise final from exc

@@ -6,7 +6,8 @@
 Every aiohttp (and socket) exception is mapped here to an
 :mod:`samsar_async.errors` class, classified by what the server may have done:
 
-- *not sent* (DNS, connect, TLS, waiting for a pooled connection):
+- *not sent* (DNS, connect, TLS, waiting for a pooled connection, a pooled
+  connection found closed when the request was written):
   :class:`APIConnectionError` with ``sent=False`` / :class:`APIConnectTimeoutError`;
 - *outcome unknown* (the request went out but no complete answer came back:
   read timeout, connection dropped, body cut short of its Content-Length):
@@ -185,11 +186,39 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
         except (aiohttp.ClientError, OSError, socket.gaierror) as exc:
+            if _body_unsent(exc):
+                raise APIConnectionError(
+                    f"the connection to {_host(url)} closed before the request was written "
+                    f"({_describe(exc)}); nothing was sent",
+                    sent=False,
+                    idempotency_key=idempotency_key,
+                ) from exc
             raise OutcomeUnknownError(
                 f"the connection to {_host(url)} failed after the request was sent "
                 f"({_describe(exc)}); it may have been charged",
                 idempotency_key=idempotency_key,
             ) from exc
+
+    async def probe(self, url: str, *, within: float) -> bool:
+        """Whether the server at ``url`` answers: a ``GET`` that costs nothing.
+
+        ``True`` for any HTTP answer but 502, 503 and 504 (a gateway saying the
+        server behind it is down); ``False`` when no answer comes within
+        ``within`` seconds or the connection fails. The body is discarded.
+        """
+        session = self._session
+        if session is None or session.closed:
+            session = self._open()
+        try:
+            async with session.get(
+                url,
+                timeout=aiohttp.ClientTimeout(total=within, ceil_threshold=_NO_CEIL),
+                allow_redirects=False,
+            ) as resp:
+                resp.release()
+                return resp.status not in (502, 503, 504)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            return False
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, key: str | None) -> bytes:
         cap = self.max_response_bytes
@@ -215,6 +244,19 @@ class Transport:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+_UNSENT_MESSAGES = ("Can not write request body", "Failed to send bytes into the underlying")
+
+
+def _body_unsent(exc: BaseException) -> bool:
+    """Whether aiohttp failed to write the request: the connection (typically a pooled
+    keep-alive one the server had closed) was gone before the body went out. A server
+    never processes a request whose body it did not receive, so nothing was sent."""
+    if not isinstance(exc, aiohttp.ClientConnectionError):
+        return False
+    text = str(exc)
+    return any(message in text for message in _UNSENT_MESSAGES)
 
 
 def _host(url: str) -> str:

@@ -250,14 +250,19 @@ async def test_read_timeout(server: MockSamsarServer, session_id: str) -> None:
 
     # With a key the read timeout is retried; the stalled first attempt is still
     # running on the server, which refuses the repeats with 409 (never a 2nd charge).
+    # The call ends as OutcomeUnknownError: attempt 1 may yet be charged.
     async with make_client(server, timeout=timeout) as c:
-        with pytest.raises(APIStatusError) as conflict:
+        with pytest.raises(OutcomeUnknownError) as unknown:
             await c.assistant.complete(session_id, "y")
-    assert [a.error.split(":")[0] for a in conflict.value.attempts] == [
+    assert [a.error.split(":")[0] for a in unknown.value.attempts] == [
         "APIReadTimeoutError",
         "ConflictError",
         "ConflictError",
     ]
+    assert isinstance(unknown.value.last_error, APIStatusError)
+    assert unknown.value.last_error.status_code == 409
+    assert unknown.value.__cause__ is unknown.value.last_error
+    assert unknown.value.may_have_been_charged
     assert attempts_seen(server) == 4
 
 

@@ -80,6 +80,28 @@ A completion with an ``Idempotency-Key`` header is remembered per account:
 
 An empty key, or one longer than 255 characters, is a 400.
 
+Outages and limits
+------------------
+Scriptable from tests, at any time:
+
+- :meth:`MockSamsarServer.go_down` stops serving as a crashed server would:
+  the listening socket is closed (new connections are refused) and every open
+  connection is dropped, in flight or idle; the accounts, sessions, ledger and
+  idempotency records survive. :meth:`MockSamsarServer.come_back` serves again
+  on the *same* port; :meth:`MockSamsarServer.outage` does both around a sleep.
+  With ``charge_in_flight=True`` the completions in flight when it goes down are
+  finished first (charged, their 2xx stored under their ``Idempotency-Key``)
+  and only their answers are lost: the "outcome unknown" case.
+- :meth:`MockSamsarServer.set_concurrency_limit`: at most ``N`` API requests of
+  one account are processed at once; the excess is answered at once with
+  ``429``, ``retry-after-ms`` and ``Retry-After`` (nothing done, nothing charged).
+- :meth:`MockSamsarServer.set_rate_limit`: at most ``R`` API requests per second
+  per account (a token bucket); the excess is answered likewise, with the time
+  until the next token as ``retry-after-ms``.
+
+A throttled request has ``throttled`` set (``"concurrency"`` or ``"rate"``) in
+its :class:`RecordedRequest`; :attr:`MockSamsarServer.outages` lists the outages.
+
 The raw API keys are never stored in records or shown in a ``repr``: records
 name accounts by their id (``acct_1``, ``acct_2``, ...) and any header or body
 string holding a key is redacted.
@@ -128,6 +150,7 @@ __all__ = [
     "ChainTurn",
     "Charge",
     "MockSamsarServer",
+    "Outage",
     "RecordedRequest",
     "count_tokens",
     "credits_for",
@@ -158,6 +181,9 @@ MAX_IMAGE_SIDE: Final = 1024
 MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
 """Largest request body accepted (413 above)."""
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+_BACKLOG: Final = 1024
+"""Listen backlog: hundreds of clients connecting at once are queued, not dropped
+(a SYN dropped on a full queue is retried by the client's kernel only after 1 s)."""
 SHUTDOWN_TIMEOUT: Final = 5.0
 """Seconds :meth:`MockSamsarServer.close` waits for handlers (they are woken first)."""
 
@@ -270,6 +296,8 @@ class RecordedRequest:
     headers: CIMultiDictProxy[str]
     peer: tuple[str, int] | None
     """The client socket's (host, port)."""
+    received: float = attrs.field(factory=time.monotonic)
+    """When the request started, in :func:`time.monotonic` seconds."""
     idempotency_key: str | None = None
     body: Any = None
     """The parsed JSON body, or ``None`` when it is not JSON."""
@@ -285,7 +313,20 @@ class RecordedRequest:
     """Answered from the idempotency store."""
     fault: str | None = None
     """The :class:`~samsar_async.testing.faults.FaultKind` value injected, if any."""
+    throttled: str | None = None
+    """``"concurrency"`` or ``"rate"`` when a server limit answered it with 429."""
     ended: int | None = None
+
+
+@attrs.define
+class Outage:
+    """One outage made by :meth:`MockSamsarServer.go_down`, in :func:`time.monotonic` seconds."""
+
+    started: float
+    ended: float | None = None
+    """When :meth:`MockSamsarServer.come_back` served again (``None`` while down)."""
+    dropped: int = 0
+    """Connections (in flight or idle) the server dropped when it went down."""
 
 
 # --------------------------------------------------------------------------- internals
@@ -298,6 +339,11 @@ class _Account:
     balance: Decimal
     system_prompt: str | None = None
     idempotency: dict[str, _Stored] = attrs.field(factory=dict, repr=False)
+    in_flight: int = 0
+    """API requests of this account admitted past the limits and not yet answered."""
+    tokens: float = 0.0
+    """Rate-limit tokens left at ``refilled`` (see :meth:`MockSamsarServer.set_rate_limit`)."""
+    refilled: float | None = None
 
 
 @attrs.define
@@ -396,6 +442,15 @@ def _error(
 
 def _bad_request(message: str, param: str | None = None, code: str = "invalid_request") -> _Reply:
     return _error(400, message, type_="invalid_request_error", code=code, param=param)
+
+
+def _too_many(message: str, code: str, retry_after: float) -> _Reply:
+    milliseconds = max(0, math.ceil(retry_after * 1000))
+    headers = (
+        ("retry-after-ms", str(milliseconds)),
+        ("Retry-After", str(math.ceil(milliseconds / 1000))),
+    )
+    return _error(429, message, type_="rate_limit_error", code=code, headers=headers)
 
 
 def _new_id(prefix: str) -> str:
@@ -642,7 +697,16 @@ class MockSamsarServer:
 
     Records (plain attributes, safe to read at any time): :attr:`requests`,
     :attr:`ledger`, :attr:`peers`, :attr:`in_flight`, :attr:`max_in_flight`,
-    :attr:`session_overlaps`, :attr:`max_sessions_in_flight`, :attr:`held`.
+    :attr:`session_overlaps`, :attr:`max_sessions_in_flight`, :attr:`held`,
+    :attr:`outages`.
+
+    Outages and limits, scriptable at any time (see the module docstring)::
+
+        await server.go_down(charge_in_flight=True)  # refuse connections, drop open ones
+        await server.come_back()                     # serve again on the same port
+        await server.outage(0.5)                     # both, around a sleep
+        server.set_concurrency_limit(32, retry_after=0.05)  # 429 + retry-after-ms: 50
+        server.set_rate_limit(100)                   # 100 requests/s per account
     """
 
     def __init__(
@@ -680,10 +744,21 @@ class MockSamsarServer:
         self.held = 0
         """API requests waiting at the :meth:`pause` gate now."""
 
+        self.outages: list[Outage] = []
+        """Every outage made by :meth:`go_down`, in order."""
+        self.concurrency_limit: int | None = None
+        """See :meth:`set_concurrency_limit`."""
+        self.concurrency_retry_after = 0.1
+        self.rate_limit: float | None = None
+        """See :meth:`set_rate_limit`."""
+        self.rate_burst = 1
+
         self._requested_port = port
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self._down = False
+        self._charge_in_flight = False
         self._paused = False
         self._gate: set[asyncio.Future[None]] = set()
         self._sleepers: set[asyncio.Future[None]] = set()
@@ -709,9 +784,12 @@ class MockSamsarServer:
 
     async def start(self) -> None:
         """Bind and start serving. Raises ``RuntimeError`` if already started."""
-        if self._runner is not None:
+        if self._runner is not None or self._down:
             raise RuntimeError("the server is already started")
         self._closing = False
+        await self._bind(self._requested_port)
+
+    async def _bind(self, port: int) -> None:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         for path, name in _ENDPOINT_PATHS.items():
             handler = self._handle_completion if name == "completion" else self._handle_prompt
@@ -720,7 +798,7 @@ class MockSamsarServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self._requested_port)
+            site = web.TCPSite(runner, self.host, port, backlog=_BACKLOG)
             await site.start()
             self._port = int(runner.addresses[0][1])
         except BaseException:
@@ -728,22 +806,155 @@ class MockSamsarServer:
             raise
         self._runner = runner
 
+    async def _stop(self, runner: web.AppRunner) -> int:
+        """Wake held and sleeping handlers, close the listening socket and every
+        connection; returns how many connections were open."""
+        self._closing = True
+        for future in (*self._gate, *self._sleepers):
+            _wake(future)
+        server = runner.server
+        open_connections = 0 if server is None else len(server.connections)
+        await runner.cleanup()
+        return open_connections
+
     async def close(self) -> None:
         """Stop serving: wake held and sleeping handlers (they drop their
         connections), close every connection and release the port. Idempotent."""
         runner = self._runner
+        self._down = False
         if runner is None:
             return
         self._runner = None
-        self._closing = True
-        for future in (*self._gate, *self._sleepers):
-            _wake(future)
         try:
-            await runner.cleanup()
+            await self._stop(runner)
         finally:
             for _, future in self._waiters:
                 if not future.done():
                     future.set_exception(RuntimeError("the mock server was closed"))
+
+    # ----------------------------------------------------------------- outages
+
+    @property
+    def down(self) -> bool:
+        """Whether the server is down (between :meth:`go_down` and :meth:`come_back`)."""
+        return self._down
+
+    async def go_down(self, *, charge_in_flight: bool = False) -> None:
+        """Stop serving as a crashed server would, keeping every record and the port.
+
+        The listening socket is closed, so new connections are refused
+        (``ECONNREFUSED``), and every open connection is closed, in flight or
+        idle: a request in flight sees its connection dropped after it was sent.
+        Handlers waiting (on :attr:`latency`, a stall or :meth:`pause`) are woken
+        first. With ``charge_in_flight=False`` they do nothing (no charge, no
+        turn); with ``True`` a completion is finished first (charged, the turn
+        added, its 2xx stored under its ``Idempotency-Key``, so a retry is a
+        replay) and only its answer is lost. Returns once the server is down;
+        an :class:`Outage` is appended to :attr:`outages`.
+        """
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError("the server is not serving")
+        self._runner = None
+        self._down = True
+        self._charge_in_flight = charge_in_flight
+        outage = Outage(started=time.monotonic())
+        self.outages.append(outage)
+        try:
+            outage.dropped = await self._stop(runner)
+        finally:
+            self._charge_in_flight = False
+            self._notify()
+
+    async def come_back(self) -> None:
+        """Serve again on the same port after :meth:`go_down`.
+
+        Raises ``RuntimeError`` when the server is not down, and ``OSError``
+        when another process took the port meanwhile.
+        """
+        if not self._down:
+            raise RuntimeError("the server is not down")
+        self._closing = False
+        await self._bind(self.port)
+        self._down = False
+        self.outages[-1].ended = time.monotonic()
+        self._notify()
+
+    async def outage(self, duration: float, *, charge_in_flight: bool = False) -> None:
+        """:meth:`go_down`, stay down ``duration`` seconds, then :meth:`come_back`."""
+        if duration < 0:
+            raise ValueError("duration must be >= 0")
+        await self.go_down(charge_in_flight=charge_in_flight)
+        try:
+            await asyncio.sleep(duration)
+        finally:
+            await self.come_back()
+
+    # ----------------------------------------------------------------- limits
+
+    def set_concurrency_limit(self, limit: int | None, *, retry_after: float = 0.1) -> None:
+        """Process at most ``limit`` API requests of one account at once (``None``: no limit).
+
+        Each account is counted on its own, from the moment a request passes
+        authentication until its answer is built. A request over the limit is
+        answered at once with ``429`` (``code: "concurrency_limit"``) and
+        ``retry-after-ms: retry_after * 1000`` (plus ``Retry-After`` rounded up
+        to whole seconds); nothing is done or charged, and no idempotency
+        record is kept.
+        """
+        if limit is not None and (isinstance(limit, bool) or limit < 1):
+            raise ValueError("limit must be an integer >= 1 or None")
+        if not retry_after >= 0:
+            raise ValueError("retry_after must be >= 0")
+        self.concurrency_limit = limit
+        self.concurrency_retry_after = float(retry_after)
+
+    def set_rate_limit(self, per_second: float | None, *, burst: int | None = None) -> None:
+        """Accept at most ``per_second`` API requests per second per account (``None``: no limit).
+
+        A token bucket per account, ``burst`` tokens deep (default: one
+        second's worth, at least 1), full when the limit is set. A request
+        finding no token is answered at once with ``429`` (``code:
+        "rate_limit"``) and the time until the next token in ``retry-after-ms``
+        (plus ``Retry-After`` rounded up); it takes no token.
+        """
+        if per_second is not None and not per_second > 0:
+            raise ValueError("per_second must be > 0 or None")
+        depth = burst if burst is not None else max(1, math.ceil(per_second or 1))
+        if depth < 1:
+            raise ValueError("burst must be >= 1")
+        self.rate_limit = None if per_second is None else float(per_second)
+        self.rate_burst = depth
+        for account in self._accounts.values():
+            account.tokens, account.refilled = float(depth), None
+
+    def _throttle(self, account: _Account, record: RecordedRequest) -> _Reply | None:
+        """The 429 for a request over a limit, or ``None`` when it may proceed."""
+        rate = self.rate_limit
+        if rate is not None:
+            now = time.monotonic()
+            if account.refilled is None:
+                account.tokens, account.refilled = float(self.rate_burst), now
+            tokens = min(float(self.rate_burst), account.tokens + (now - account.refilled) * rate)
+            account.refilled = now
+            if tokens < 1.0:
+                account.tokens = tokens
+                record.throttled = "rate"
+                return _too_many(
+                    f"rate limit of {rate:g} requests per second exceeded",
+                    "rate_limit",
+                    (1.0 - tokens) / rate,
+                )
+            account.tokens = tokens - 1.0
+        limit = self.concurrency_limit
+        if limit is not None and account.in_flight >= limit:
+            record.throttled = "concurrency"
+            return _too_many(
+                f"concurrency limit of {limit} requests at once exceeded",
+                "concurrency_limit",
+                self.concurrency_retry_after,
+            )
+        return None
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"
@@ -993,6 +1204,8 @@ class MockSamsarServer:
         self, request: web.Request, record: RecordedRequest, outcome: _Outcome
     ) -> web.StreamResponse:
         record.ended = next(self._seq)
+        if self._down:
+            outcome = _DROP  # went down while it was handled: the answer is lost
         if isinstance(outcome, _Reply):
             record.status = outcome.status
             headers: CIMultiDict[str] = CIMultiDict()
@@ -1037,6 +1250,8 @@ class MockSamsarServer:
         body: Any,
         record: RecordedRequest,
     ) -> _Outcome:
+        if self._down:
+            return _DROP
         fault = self.faults.take(endpoint, request.path, record.session_id)
         if fault is not None:
             record.fault = fault.kind.value
@@ -1048,14 +1263,22 @@ class MockSamsarServer:
             outcome: _Outcome = account
         else:
             record.account = account.id
-            if not parsed:
+            throttled = self._throttle(account, record)
+            if throttled is not None:
+                outcome = throttled
+            elif not parsed:
                 outcome = _bad_request("the body is not valid JSON", code="invalid_json")
             elif not isinstance(body, dict):
                 outcome = _bad_request("the body must be a JSON object", code="invalid_body")
-            elif endpoint == "completion":
-                outcome = await self._complete(account, body, record, stall)
             else:
-                outcome = await self._set_prompt(account, body, stall)
+                account.in_flight += 1
+                try:
+                    if endpoint == "completion":
+                        outcome = await self._complete(account, body, record, stall)
+                    else:
+                        outcome = await self._set_prompt(account, body, stall)
+                finally:
+                    account.in_flight -= 1
         if fault is not None and fault.after_charge and isinstance(outcome, _Reply):
             return _fault_outcome(fault, outcome)
         return outcome
@@ -1166,7 +1389,7 @@ class MockSamsarServer:
         try:
             await self._hold()
             await self._nap(self.latency + stall)
-            if self._closing:
+            if self._closing and not self._charge_in_flight:
                 return _DROP
             reply = self._generate(account, session, params, record)
             if stored is not None and 200 <= reply.status < 300:
