@@ -358,7 +358,7 @@ class BaseClient:
             limiter = self._limiter if use_limiter else None
             call: _Call[T] | None = None
             failure: APIError
-            if limiter is None and (gate is None or not gate.down):
+            if limiter is None and (gate is None or gate.steady or not gate.down):
                 # The first attempt runs inline: a call that succeeds at once costs one
                 # coroutine frame here and nothing of the retry machinery.
                 try:
@@ -378,7 +378,7 @@ class BaseClient:
                         budget = self.retry_budget
                         if budget is not None:
                             budget.on_success(0)
-                        if gate is not None:
+                        if gate is not None and not gate.steady:
                             gate.on_success()
                         return result
                     failure = status_error(raw, key)

@@ -196,6 +196,9 @@ class OutageGate:
         """How many times the gate closed."""
         self.waiting = 0
         """Calls waiting at the gate now."""
+        self.steady = False
+        """The server answered and nothing failed since (a plain attribute, read on
+        every call's path: while it holds, a success has nothing to record)."""
 
     def __repr__(self) -> str:
         state = f"down for {self.unreachable_for:.1f}s" if self.down else "up"
@@ -218,6 +221,7 @@ class OutageGate:
         self._strikes = 0
         if self._down_since is not None:
             self._open("a call got an answer")
+        self.steady = True
 
     def on_failure(self, exc: BaseException) -> bool:
         """An attempt failed with ``exc``; returns whether it counts as an outage failure.
@@ -229,6 +233,7 @@ class OutageGate:
         outage, and its calls fail fast as usual.
         """
         if is_outage_signal(exc):
+            self.steady = False
             if not self._seen_up:
                 return False  # never reached: a wrong address, not an outage
             self._strikes += 1
