@@ -71,12 +71,13 @@ class _Keys:
     """
 
     prefix = ""
-    counter: Iterator[int] = iter(())
+    keys: Iterator[str] = iter(())
+    """``prefix + "1"``, ``prefix + "2"``, ...: one C-level ``next()`` per key."""
 
     @classmethod
     def reseed(cls) -> None:
-        cls.prefix = f"samsar-{secrets.token_hex(12)}-"
-        cls.counter = itertools.count(1)
+        cls.prefix = prefix = f"samsar-{secrets.token_hex(12)}-"
+        cls.keys = map(prefix.__add__, map(str, itertools.count(1)))
 
 
 _Keys.reseed()
@@ -85,7 +86,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _new_key() -> str:
-    return _Keys.prefix + str(next(_Keys.counter))
+    return next(_Keys.keys)
 
 
 def _first_attempt_timeout(t: Timeout) -> aiohttp.ClientTimeout:
@@ -328,7 +329,7 @@ class BaseClient:
         if idempotency_key is not None:
             key: str | None = idempotency_key
         elif self.idempotency_keys:
-            key = _Keys.prefix + str(next(_Keys.counter))  # _new_key(), inlined: per call
+            key = next(_Keys.keys)  # _new_key(), inlined: per call
         else:
             key = None
         headers: dict[str, str] | None
@@ -346,9 +347,12 @@ class BaseClient:
         locks = self._turns
         if locks is not None and session_id is not None:
             # Take the session's place in line now, in call order; wait only if it is busy.
-            turn = locks.enter(session_id)
-            if turn is not None:
-                await locks.wait(session_id, turn)
+            # (TurnQueues.enter's free-session case, inlined: it is every call's path.)
+            entries = locks._entries
+            if session_id in entries:
+                await locks.wait(session_id, locks.enter(session_id))  # type: ignore[arg-type]
+            else:
+                entries[session_id] = None
         try:
             # The deadline starts once the call may run (after its session's earlier turns).
             started = time.monotonic()
@@ -376,7 +380,7 @@ class BaseClient:
                         if logger.isEnabledFor(logging.DEBUG):
                             _log_answer(path, 1, raw.status, started, raw.headers)
                         budget = self.retry_budget
-                        if budget is not None:
+                        if budget is not None and budget.tokens < budget.capacity:
                             budget.on_success(0)
                         if gate is not None and not gate.steady:
                             gate.on_success()
@@ -435,7 +439,10 @@ class BaseClient:
             )
         finally:
             if locks is not None and session_id is not None:
-                locks.leave(session_id)
+                if locks._entries[session_id] is None:
+                    del locks._entries[session_id]  # nobody waits (TurnQueues.leave, inlined)
+                else:
+                    locks.leave(session_id)
 
 
 def _log_answer(

@@ -88,7 +88,7 @@ def positive_int(prefix: str = "", *, minimum: int = 1) -> Validator:
     """An ``int`` (never a ``bool``) of at least ``minimum``."""
 
     def _positive_int(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-        if not _is_int(value) or value < minimum:
+        if (type(value) is not int and not _is_int(value)) or value < minimum:
             raise InvalidArgumentError(prefix + attr.name, f"must be an integer >= {minimum}")
 
     return _positive_int

@@ -302,7 +302,9 @@ def completion_body(
     if type(session_id) is not str or not session_id.strip():
         _validate(_SESSION_ID, session_id)  # raises, naming the field
     body: dict[str, Any] = {"session_id": session_id}
-    if input is not None:
+    if type(input) is str:
+        body["input"] = input
+    elif input is not None:
         value = unstructure_input(input)
         body["input"] = value if isinstance(value, str) else check_json(value, "input")
     if max_output_tokens is not None:
@@ -598,7 +600,6 @@ def _output_error(
 
 def structure_response(
     data: Any,
-    *,
     charged: str | None = None,
     remaining: str | None = None,
     idempotency_key: str | None = None,
@@ -1019,11 +1020,11 @@ def parse_completion(raw: Answer, idempotency_key: str | None, session_id: str |
     headers = raw.headers
     return structure_response(
         data,
-        charged=headers.get("x-credits-charged"),
-        remaining=headers.get("x-credits-remaining"),
-        idempotency_key=idempotency_key,
-        session_id=session_id,
-        status_code=raw.status,
+        headers.get("x-credits-charged"),
+        headers.get("x-credits-remaining"),
+        idempotency_key,
+        session_id,
+        raw.status,
     )
 
 
