@@ -4,8 +4,8 @@ Part 1, throughput (``--n`` requests, default 20,000, distinct session ids
 ``f"{i:024x}"``, ``input`` a string, ``max_output_tokens=200``), each row in a
 fresh subprocess, rounds interleaved:
 
-- ``samsar complete_many``: ``async for result in
-  client.assistant.complete_many(requests, concurrency=256)`` over a list of
+- ``samsar complete_many``: ``async with client.assistant.complete_many(requests,
+  concurrency=256) as results: async for result in results`` over a list of
   ``CompletionRequest``; every result must have ``.error is None`` and the
   expected ``.response.output_text``.
 - ``aiohttp gather+Semaphore``: the hand-written loop people write:
@@ -98,11 +98,9 @@ def _sdk(url: str, pool: int) -> tuple[Any, Callable[..., Any], type]:
 async def _iterate(
     complete_many: Callable[..., Any], requests: Iterable[Any]
 ) -> AsyncIterator[Any]:
-    results = complete_many(requests, concurrency=CONCURRENCY)
-    if inspect.isawaitable(results) and not hasattr(results, "__aiter__"):
-        results = await results
-    async for result in results:
-        yield result
+    async with complete_many(requests, concurrency=CONCURRENCY) as results:
+        async for result in results:
+            yield result
 
 
 def _check_sdk(result: Any) -> None:
