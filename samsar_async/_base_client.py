@@ -436,6 +436,7 @@ class BaseClient:
                 gate=gate,
                 limiter=limiter,
                 idempotency_key=key,
+                sleep=transport.sleep,
             )
         finally:
             if locks is not None and session_id is not None:

@@ -63,6 +63,7 @@ from .errors import (
     APIStatusError,
     APITimeoutError,
     Attempt,
+    ClientClosedError,
     OutcomeUnknownError,
     SamsarError,
     ServerUnreachableError,
@@ -312,6 +313,7 @@ async def retry_failed_call(
     gate: OutageGate | None = None,
     limiter: AdaptiveLimiter | None = None,
     idempotency_key: str | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> T:
     """Carry on a call whose first attempt (begun at ``started``) failed with ``first``.
 
@@ -321,7 +323,8 @@ async def retry_failed_call(
     and stops. ``deadline`` is a :func:`time.monotonic` time after which no
     retry starts. Each retry goes through the client's flow control
     (``gate``, ``limiter``: see :func:`samsar_async._flow.run_attempt`), which
-    the first attempt went through too. The final error carries every
+    the first attempt went through too. ``sleep`` waits between attempts (the
+    client's ends early when it closes). The final error carries every
     attempt and is truthful about them (see the module docstring).
     Cancellation is never retried nor swallowed.
     """
@@ -335,7 +338,7 @@ async def retry_failed_call(
     flow = _Flow(gate, limiter)
     stop = _Stop(policy, deadline, budget, flow)
     retrying = AsyncRetrying(
-        sleep=anyio.sleep,
+        sleep=sleep,
         stop=stop,
         wait=_Wait(policy, flow),
         retry=_RetryIf(policy, has_key),
@@ -375,3 +378,8 @@ async def retry_failed_call(
         if final is exc:
             raise
         raise final from exc
+    except ClientClosedError as exc:
+        # Closed before a retry: truthful about the attempts that may have been charged.
+        if not exc.sent and any(a.may_have_been_charged for a in attempts):
+            exc.sent = True
+        raise

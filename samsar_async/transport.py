@@ -16,13 +16,24 @@ Every aiohttp (and socket) exception is mapped here to an
 Redirects are never followed (the Authorization header must not travel to
 another host), and a body larger than the configured cap is refused without
 being read into memory.
+
+Lifecycle. The pool belongs to the event loop that opened it. :meth:`Transport.close`
+ends every call using it with :class:`ClientClosedError` (``sent=True`` when the
+request may have reached the server): a call waiting for a pooled connection
+gets it too, although aiohttp cancels those waits; a raw ``CancelledError``
+goes on only to a call whose task was cancelled by its caller. When the loop
+that opened the pool shuts down (``asyncio.run()`` returning), the pool is
+closed on that loop, and the next call, on a new loop, opens a fresh one.
+Using one pool from two live loops at once raises :class:`UsageError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -37,10 +48,11 @@ from .errors import (
     APIResponseValidationError,
     ClientClosedError,
     OutcomeUnknownError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncGenerator, Mapping
 
 __all__ = ["RawResponse", "Transport"]
 
@@ -91,6 +103,12 @@ class Transport:
     max_response_bytes: int
     _session: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    # The loop that opened the session, and an async generator parked on that loop:
+    # the loop's shutdown_asyncgens() (asyncio.run's exit) finalizes it, closing the pool there.
+    _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False, repr=False)
+    _watch: AsyncGenerator[None, None] | None = attrs.field(default=None, init=False, repr=False)
+    # Calls sleeping between attempts (see sleep()): woken by close().
+    _sleepers: set[asyncio.Future[None]] = attrs.field(factory=set, init=False, repr=False)
 
     @property
     def closed(self) -> bool:
@@ -103,8 +121,23 @@ class Transport:
         return self._session
 
     def _open(self) -> aiohttp.ClientSession:
+        """Open the pool on the running loop (first use, or the loop that had it is gone)."""
         if self._closed:
             raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        old = self._session
+        if old is not None:
+            old_loop = self._loop
+            if old_loop is not None and old_loop is not loop and old_loop.is_running():
+                raise UsageError(
+                    "this client is in use on another event loop that is still running; "
+                    "create one client per event loop, or use samsar_async.Samsar from threads"
+                )
+            # The loop that opened the pool is closed or stopped: nothing can be awaited
+            # on it. Drop the pool (what can be closed without that loop is closed).
+            self._session = None
+            _abandon(old)
+        self._finish_watch()
         # anyio loads its event-loop backend on first use (~15 ms of imports): let
         # that happen here, once, when the pool opens, rather than in the middle
         # of a later retry sleep, batch or image save.
@@ -124,14 +157,80 @@ class Transport:
             raise_for_status=False,
         )
         self._session = session
+        self._loop = loop
+        watch = self._watch = self._watch_loop(session)
+        with contextlib.suppress(StopIteration):
+            # Start it on this loop: asyncio registers it for shutdown_asyncgens().
+            watch.asend(None).send(None)
         return session
 
+    async def _watch_loop(self, session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+        """Parked on the pool's loop; finalized by the loop's ``shutdown_asyncgens()``
+        (``asyncio.run()``, ``asyncio.Runner``, ``anyio.run()`` do it before closing the
+        loop), it closes the pool on that loop, so the next loop can open a fresh one."""
+        try:
+            yield
+        finally:
+            if self._session is session:
+                self._session = None
+                self._loop = None
+                self._watch = None
+                await session.close()
+
+    def _finish_watch(self) -> None:
+        # Ends the parked generator at once: its session is no longer current, so its
+        # ``finally`` does not await. (Left alone, the garbage collector would hand it
+        # to its loop, which may be closed.)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            closer = watch.aclose()
+            try:
+                closer.send(None)
+            except (StopIteration, RuntimeError):
+                pass
+            finally:
+                closer.close()
+
     async def close(self) -> None:
-        """Close the session and its connections. Safe to call more than once."""
+        """Close the session and its connections. Safe to call more than once.
+
+        Calls still using it end with :class:`ClientClosedError`. Called from
+        another loop than the one that opened the pool: closed on that loop if
+        it still runs, dropped without awaiting if it has stopped.
+        """
         self._closed = True
+        for sleeper in self._sleepers:
+            with contextlib.suppress(RuntimeError):  # (its loop is closed)
+                sleeper.get_loop().call_soon_threadsafe(_wake, sleeper)
         session, self._session = self._session, None
-        if session is not None and not session.closed:
+        loop, self._loop = self._loop, None
+        self._finish_watch()
+        if session is None or session.closed:
+            return
+        if loop is None or loop is asyncio.get_running_loop():
             await session.close()
+        elif loop.is_running():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.close(), loop))
+        else:
+            _abandon(session)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` between two attempts of a call; :meth:`close` ends the wait
+        early with :class:`ClientClosedError` (``sent=False``: the caller knows better)."""
+        if not self._closed:
+            loop = asyncio.get_running_loop()
+            waker: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(max(seconds, 0.0), _wake, waker)
+            self._sleepers.add(waker)
+            try:
+                await waker
+            finally:
+                timer.cancel()
+                self._sleepers.discard(waker)
+        if self._closed:
+            raise ClientClosedError(
+                "the client was closed while this call waited to retry", sent=False
+            )
 
     async def post(
         self,
@@ -147,7 +246,7 @@ class Transport:
         Raises only :mod:`samsar_async.errors` exceptions (and cancellation).
         """
         session = self._session
-        if session is None or session.closed:
+        if session is None or self._loop is not asyncio.get_running_loop():
             session = self._open()
         try:
             async with session.post(
@@ -168,6 +267,16 @@ class Transport:
                 else:
                     data = await self._read_capped(resp, idempotency_key)
                 return RawResponse(resp.status, resp.headers, data)
+        except asyncio.CancelledError:
+            # aiohttp's connector cancels the calls waiting for a pooled connection when
+            # the pool closes; a caller's own cancellation always goes on.
+            if self._closed and not _cancelled_by_caller():
+                raise ClientClosedError(
+                    "the client was closed while this call waited for a connection; "
+                    "nothing was sent",
+                    sent=False,
+                ) from None
+            raise
         except aiohttp.ConnectionTimeoutError as exc:
             raise APIConnectTimeoutError(
                 f"timed out getting a connection to {_host(url)}: nothing was sent",
@@ -186,6 +295,8 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
         except (aiohttp.ClientError, OSError, socket.gaierror) as exc:
+            if self._closed:
+                raise _closed_during(exc) from exc
             if _body_unsent(exc):
                 raise APIConnectionError(
                     f"the connection to {_host(url)} closed before the request was written "
@@ -207,7 +318,7 @@ class Transport:
         ``within`` seconds or the connection fails. The body is discarded.
         """
         session = self._session
-        if session is None or session.closed:
+        if session is None or self._loop is not asyncio.get_running_loop():
             session = self._open()
         try:
             async with session.get(
@@ -244,6 +355,66 @@ class Transport:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+if sys.version_info >= (3, 11):
+
+    def _cancelled_by_caller() -> bool:
+        """Whether the current task has a cancellation requested by someone (its caller,
+        a timeout, a task group): ``Task.cancelling()``; aiohttp cancels only a future."""
+        task = asyncio.current_task()
+        return task is None or task.cancelling() > 0
+
+else:  # pragma: no cover - Python 3.10
+
+    def _cancelled_by_caller() -> bool:
+        """Python 3.10 cannot tell a task's cancellation from a cancelled future; this is
+        asked only while the client is closing, when the connector cancels its waiters
+        (a caller cancelling in that same instant gets ClientClosedError)."""
+        return False
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _closed_during(exc: BaseException) -> ClientClosedError:
+    """The error of a call whose connection the closing pool took from under it."""
+    if _body_unsent(exc) or isinstance(exc, aiohttp.ClientConnectorError):
+        return ClientClosedError(
+            "the client was closed before this request was sent; nothing was sent", sent=False
+        )
+    return ClientClosedError(
+        "the client was closed while this request was in flight; "
+        "it may have reached the server and been charged",
+        sent=True,
+    )
+
+
+def _abandon(session: aiohttp.ClientSession) -> None:
+    """Drop a session whose loop has stopped, without awaiting on that loop.
+
+    The session is detached (it counts as closed) and its connector closed as far
+    as can be done synchronously: on a closed loop aiohttp leaves the sockets to
+    the garbage collector; on a stopped one their closing waits for that loop.
+    """
+    connector = session.connector
+    session.detach()
+    if connector is None:
+        return
+    try:
+        waiter = connector.close()
+    except RuntimeError:
+        return
+    # Not awaited (it belongs to the other loop): mark it consumed and drop it.
+    steps = waiter.__await__()
+    try:
+        steps.send(None)
+    except (StopIteration, RuntimeError):
+        pass
+    finally:
+        steps.close()
 
 
 _UNSENT_MESSAGES = ("Can not write request body", "Failed to send bytes into the underlying")
