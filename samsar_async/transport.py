@@ -34,6 +34,9 @@ import contextlib
 import functools
 import socket
 import sys
+import threading
+from collections.abc import Callable
+from threading import get_ident
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -57,6 +60,10 @@ if TYPE_CHECKING:
 __all__ = ["RawResponse", "Transport"]
 
 _READ_CHUNK = 256 * 1024
+
+
+def _no_loop() -> bool:
+    return False
 
 
 class RawResponse:
@@ -106,6 +113,10 @@ class Transport:
     # The loop that opened the session, and an async generator parked on that loop:
     # the loop's shutdown_asyncgens() (asyncio.run's exit) finalizes it, closing the pool there.
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False, repr=False)
+    # The per-call check that the pool's loop is the caller's: the thread it runs on, and
+    # its is_running(). (asyncio.get_running_loop() makes a getpid() system call on 3.11.)
+    _thread: int = attrs.field(default=0, init=False, repr=False)
+    _loop_running: Callable[[], bool] = attrs.field(default=_no_loop, init=False, repr=False)
     _watch: AsyncGenerator[None, None] | None = attrs.field(default=None, init=False, repr=False)
     # Calls sleeping between attempts (see sleep()): woken by close().
     _sleepers: set[asyncio.Future[None]] = attrs.field(factory=set, init=False, repr=False)
@@ -126,6 +137,9 @@ class Transport:
             raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
         loop = asyncio.get_running_loop()
         old = self._session
+        if old is not None and loop is self._loop:
+            self._thread = threading.get_ident()  # the same loop, now run by another thread
+            return old
         if old is not None:
             old_loop = self._loop
             if old_loop is not None and old_loop is not loop and old_loop.is_running():
@@ -158,6 +172,8 @@ class Transport:
         )
         self._session = session
         self._loop = loop
+        self._thread = threading.get_ident()
+        self._loop_running = loop.is_running
         watch = self._watch = self._watch_loop(session)
         with contextlib.suppress(StopIteration):
             # Start it on this loop: asyncio registers it for shutdown_asyncgens().
@@ -246,7 +262,7 @@ class Transport:
         Raises only :mod:`samsar_async.errors` exceptions (and cancellation).
         """
         session = self._session
-        if session is None or self._loop is not asyncio.get_running_loop():
+        if session is None or self._thread != get_ident() or not self._loop_running():
             session = self._open()
         try:
             async with session.post(
@@ -318,7 +334,7 @@ class Transport:
         ``within`` seconds or the connection fails. The body is discarded.
         """
         session = self._session
-        if session is None or self._loop is not asyncio.get_running_loop():
+        if session is None or self._thread != get_ident() or not self._loop_running():
             session = self._open()
         try:
             async with session.get(
