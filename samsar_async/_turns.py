@@ -8,6 +8,22 @@ session id, in call order (FIFO), whoever sends it: a
 or a batch. Different sessions run in parallel. An entry lives only while a
 call on that session is running or waiting, so the registry never grows
 beyond the sessions in use.
+
+The promise, exactly: this client *sends* a session's turns one at a time, in
+call order; a turn is sent only once the call before it on that session has
+ended (its answer read, or its error raised). A call that ends without its
+answer after its request went out -- cancelled by its caller, or timed out
+waiting -- ends at once, and the session passes to the next turn: the server
+may still be running the abandoned request when the next turn arrives. No
+client can know when the server finishes a request it stopped waiting for
+(the API has no way to ask, and holding the session for a guessed grace
+period would delay every turn after a cancellation without guaranteeing
+anything); so the SDK does not guess, and says so. To keep a chain strictly
+ordered, let a turn finish (or fail) instead of cancelling it mid-flight.
+Cancellation *before* a turn is sent (while it waits for its place, or for a
+connection) sends nothing. ``tests/test_lifecycle.py`` checks the promise
+under a storm of cancellations: every overlap the server sees involves an
+abandoned request, never two live calls.
 """
 
 from __future__ import annotations
