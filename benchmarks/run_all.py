@@ -1,7 +1,7 @@
 """Run every benchmark in turn and print their markdown reports.
 
 ``python -m benchmarks [--quick] [--json-dir DIR] [--only NAME,...]`` (names:
-client_cost, sync_client, batch, images, ray_actors, outage; also ``python -m
+client_cost, sync_client, batch, images, ray_actors, outage, shutdown; also ``python -m
 benchmarks.run_all``). Each benchmark runs in its own process with its own
 server; ``--quick`` is passed through (CI mode: small counts, one round).
 Arguments after ``--`` go to every benchmark.
@@ -17,7 +17,15 @@ from pathlib import Path
 
 from benchmarks import _common as common
 
-BENCHMARKS = ("client_cost", "sync_client", "batch", "images", "ray_actors", "outage")
+BENCHMARKS = (
+    "client_cost",
+    "sync_client",
+    "batch",
+    "images",
+    "ray_actors",
+    "outage",
+    "shutdown",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
