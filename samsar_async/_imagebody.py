@@ -793,6 +793,11 @@ class ImageBodyReader:
                 stream.last_quad = bytes(piece[-4:])
             i = j
         if i < n:
+            if stream.padded:  # text after the padding
+                self._fail_padding(stream)
+                stream.raw = stream.text_so_far()
+                stream.raw += seg[i:]
+                return
             stream.carry += seg[i:]
             stream.carry_raw += seg[i:]
 

@@ -453,6 +453,18 @@ def test_non_image_items_keep_their_result_exactly() -> None:
         assert result.images == ()
 
 
+def test_text_after_padding_in_a_non_image_item_comes_back_exactly() -> None:
+    """Found by fuzzing: '=' ends a quad, then one character, then escapes."""
+    body = (
+        b'{"output":[{"type":"image_generation_call",'
+        b'"result":"\\u0051\\u0051\\u003d=I\\u0037\\u0059g\\u003d\\u003d","type":null}]}'
+    )
+    for cut in range(len(body)):
+        parsed, result = read(body, [cut])
+        assert parsed == json.loads(body)  # the last "type" counts: not an image
+        assert result.images == ()
+
+
 def test_placeholder_round_trip() -> None:
     assert placeholder_index(placeholder(12)) == 12
     assert placeholder_index("12") is None
