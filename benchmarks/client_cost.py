@@ -542,8 +542,17 @@ def render(data: dict[str, Any], summary: dict[str, Any], args: argparse.Namespa
             rows = []
             for name in data["clients"]:
                 row = rows_by_client.get(name, {"skipped": "no result"})
-                if "skipped" in row or "cpu_us_per_call" not in row:
+                if "skipped" in row:
                     rows.append([name, "skipped (see note)", *["—"] * (len(headers) - 2)])
+                    continue
+                if "cpu_us_per_call" not in row:  # counted under callgrind only (--rounds 0)
+                    cells = [name, "—", "—"]
+                    if with_instr:
+                        cells += [
+                            row["instructions_per_call"].fmt(",.0f"),
+                            common.fmt_ratio(row["instructions_per_call_ratio"]),
+                        ]
+                    rows.append(cells + ["—"] * (len(headers) - len(cells)))
                     continue
                 cells = [
                     name,
