@@ -14,7 +14,8 @@ Paths (rows), each run in a fresh subprocess so that its peak RSS is its own:
 - ``aiohttp+orjson inline``: the same with ``orjson.loads`` and
   ``pybase64.b64decode`` (the fastest whole-body path; skipped without them).
 - ``samsar_async``: ``await client.assistant.complete(..., tools=[ImageGenerationTool()],
-  tool_choice=ImageGenerationTool())`` then ``await resp.images[0].save(dir)``
+  tool_choice=ImageGenerationTool())`` then ``await save_image(resp.images[0], dir)``
+  (``await resp.images[0].save(dir)`` in older versions)
   (skipped with a note while the SDK lacks it).
 - ``incremental → file`` and ``incremental → memory``: raw aiohttp feeding each
   chunk as it arrives (``resp.content.iter_any()``) to
@@ -55,6 +56,7 @@ import asyncio
 import base64
 import gc
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -250,9 +252,12 @@ async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
     try:
         assistant = client.assistant
         await assistant.complete(SESSION_ID, "warm-up")
-        image_cls = getattr(sys.modules.get("samsar_async.images"), "GeneratedImage", None)
-        if image_cls is not None and not hasattr(image_cls, "save"):
-            raise Skip("GeneratedImage has no save() yet")
+        # GeneratedImage.save(dir) (older layout) or images.save_image(image, dir).
+        images_module = importlib.import_module("samsar_async.images")
+        save_image = getattr(images_module, "save_image", None)
+        image_cls = getattr(images_module, "GeneratedImage", None)
+        if save_image is None and (image_cls is None or not hasattr(image_cls, "save")):
+            raise Skip("samsar_async has neither images.save_image() nor GeneratedImage.save()")
     except BaseException:
         await client.close()
         raise
@@ -265,7 +270,8 @@ async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
         if not resp.images:
             raise RuntimeError("the response has no image")
         try:
-            saved = resp.images[0].save(out_dir)
+            image = resp.images[0]
+            saved = save_image(image, out_dir) if save_image else image.save(out_dir)
             if inspect.isawaitable(saved):
                 await saved
         except NotImplementedError as exc:
