@@ -80,10 +80,18 @@ def ray(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """All benchmarks (``nox -s bench``); ``nox -s bench -- --quick`` is CI's smoke run.
 
-    Installs the comparison clients (httpx, openai) and the ray extra. CI runs
-    the quick mode only so that the scripts cannot rot; it never judges numbers.
+    Installs the comparison clients (httpx, openai), uvloop and the ray extra.
+    Instruction counts need valgrind on the machine (they are skipped with a
+    note without it). CI runs the quick mode only so that the scripts cannot
+    rot; it never judges numbers.
     """
-    session.install("-e", ".[speedups,ray]", "httpx>=0.27", "openai>=1.60")
+    session.install(
+        "-e",
+        ".[speedups,ray]",
+        "httpx>=0.27",
+        "openai>=1.60",
+        "uvloop>=0.19; sys_platform != 'win32'",
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

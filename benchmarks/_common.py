@@ -8,12 +8,14 @@ belong to that client alone). The orchestrating parent process only waits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,13 +24,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
+    "CALLGRIND_MARKER",
     "CLIENT_CPU",
+    "LOOPS",
     "REPO_ROOT",
     "SERVER_CPU",
     "Stat",
+    "available_loops",
+    "callgrind_instructions",
+    "callgrind_prefix",
+    "callgrind_unavailable",
     "cpu_seconds",
     "current_rss_bytes",
     "fmt_ratio",
@@ -37,10 +45,12 @@ __all__ = [
     "machine_info_markdown",
     "markdown_table",
     "median_ratio",
+    "new_event_loop",
     "peak_rss_bytes",
     "pin_client",
     "pin_to_cpu",
     "process_cpu_seconds",
+    "run_measured",
     "run_worker",
     "samsar_version",
     "start_server",
@@ -125,9 +135,14 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_worker(module: str, args: Sequence[str], timeout: float = 3600.0) -> dict[str, Any]:
-    """Run ``python -m MODULE --worker ARGS`` and return the JSON of its last stdout line."""
-    cmd = [sys.executable, "-m", module, "--worker", *args]
+def run_worker(
+    module: str, args: Sequence[str], timeout: float = 3600.0, prefix: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run ``python -m MODULE --worker ARGS`` and return the JSON of its last stdout line.
+
+    ``prefix`` goes before the interpreter (for example a ``valgrind`` command line).
+    """
+    cmd = [*prefix, sys.executable, "-m", module, "--worker", *args]
     done = subprocess.run(
         cmd, cwd=REPO_ROOT, env=_child_env(), capture_output=True, text=True, timeout=timeout
     )
@@ -138,6 +153,110 @@ def run_worker(module: str, args: Sequence[str], timeout: float = 3600.0) -> dic
         )
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+# --------------------------------------------------------------------------- event loops
+
+LOOPS = ("asyncio", "uvloop")
+
+
+def available_loops() -> list[str]:
+    """The event loops this machine can run: asyncio, and uvloop when it is installed."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return ["asyncio"]
+    return list(LOOPS)
+
+
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the named kind (``asyncio`` or ``uvloop``), set as current."""
+    if name == "uvloop":
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    elif name == "asyncio":
+        loop = asyncio.new_event_loop()
+    else:
+        raise ValueError(f"unknown event loop {name!r} (known: {', '.join(LOOPS)})")
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+# --------------------------------------------------------------------------- instruction counts
+
+CALLGRIND_MARKER = "closure_fcn"
+"""The C function that encloses the measured phase (see :func:`run_measured`).
+
+ctypes runs a Python callback through libffi into its static ``closure_fcn``;
+callgrind counts only inside it (``--collect-atstart=no --toggle-collect``).
+Nothing else in a benchmark worker calls a ctypes callback.
+"""
+
+
+def run_measured(fn: Callable[[], None]) -> None:
+    """Call ``fn()`` from inside one C function, :data:`CALLGRIND_MARKER`.
+
+    Under ``valgrind --tool=callgrind --collect-atstart=no
+    --toggle-collect=closure_fcn`` only the instructions of ``fn`` (and a few
+    hundred of ctypes' own) are counted: imports, set-up, warm-up and
+    teardown are not. Outside valgrind this costs one ctypes call.
+    Exceptions raised by ``fn`` are re-raised here (ctypes would swallow them).
+    """
+    try:
+        import ctypes
+    except ImportError:  # pragma: no cover - ctypes is missing on a few platforms
+        fn()
+        return
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failure.append(exc)
+
+    ctypes.PYFUNCTYPE(None)(body)()
+    if failure:
+        raise failure[0]
+
+
+def callgrind_unavailable() -> str | None:
+    """Why instruction counts cannot be measured here, or None if they can."""
+    if shutil.which("valgrind") is None:
+        return "valgrind is not installed"
+    return None
+
+
+def callgrind_prefix(out_file: str | os.PathLike[str]) -> list[str]:
+    """The command line that runs a worker under callgrind, counting the measured phase only."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--quiet",
+        "--collect-atstart=no",
+        f"--toggle-collect={CALLGRIND_MARKER}",
+        f"--callgrind-out-file={os.fspath(out_file)}",
+    ]
+
+
+def callgrind_instructions(out_file: str | os.PathLike[str]) -> int:
+    """Total instructions (``Ir``) counted in a callgrind output file.
+
+    Raises ``RuntimeError`` when nothing was counted: the marker function was
+    not found (an interpreter whose ``_ctypes`` has no symbol table).
+    """
+    total = None
+    with open(out_file, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                total = int(line.split()[1])
+    if not total:
+        raise RuntimeError(
+            f"callgrind counted nothing in {os.fspath(out_file)}: no {CALLGRIND_MARKER} symbol "
+            "in this Python's _ctypes (stripped build?)"
+        )
+    return total
 
 
 # --------------------------------------------------------------------------- measurement
@@ -303,7 +422,16 @@ def machine_info() -> dict[str, Any]:
         else "not pinned",
         "versions": {
             name: _version(name)
-            for name in ("aiohttp", "httpx", "httpx2", "openai", "orjson", "pybase64", "anyio")
+            for name in (
+                "aiohttp",
+                "httpx",
+                "httpx2",
+                "openai",
+                "orjson",
+                "pybase64",
+                "anyio",
+                "uvloop",
+            )
         }
         | {"samsar_async": samsar_version()},
     }

@@ -20,6 +20,12 @@ Routes (any method other than POST on them gets 405, anything else 404):
   which works with any client that only appends paths to its base URL) or a
   query string ``?image_mib=N``. Sizes listed in ``--image-mib`` are built
   once at startup; other sizes are built on first use and then cached.
+- Held answers, for measuring calls in flight: a completion request whose path
+  starts with ``/hold/`` (``base_url=http://127.0.0.1:PORT/hold/v1``) is
+  parsed but not answered; that connection reads nothing more until
+  ``GET /hold/release`` answers every held request (its body: how many) and
+  stops holding until ``GET /hold/arm``. ``GET /hold/count`` answers the number
+  held now. Holding is armed at start-up.
 - ``GET /health``: ``ok``.
 
 Run: ``python -m benchmarks.canned_server --port 0 --cpu 1``; the first line
@@ -208,16 +214,37 @@ def _image_mib(path: str, query: str, default: float) -> float | None:
     return mib if 0 < mib <= MAX_IMAGE_MIB else None
 
 
+class Held:
+    """Answers held back (``/hold/`` routes) until ``GET /hold/release``."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[CannedProtocol, bytes, bool]] = []
+        self.armed = True
+
+    def release(self) -> int:
+        self.armed = False
+        waiting, self.waiting = self.waiting, []
+        for protocol, response, keep_alive in waiting:
+            protocol.answer_held(response, keep_alive)
+        return len(waiting)
+
+
+def _text(body: str) -> bytes:
+    return _response(200, "OK", body.encode(), "text/plain")
+
+
 class CannedProtocol(asyncio.Protocol):
     """One connection: parse requests as bytes arrive, answer each in order."""
 
-    def __init__(self, images: ImageCache) -> None:
+    def __init__(self, images: ImageCache, held: Held | None = None) -> None:
         self.images = images
+        self.held = held if held is not None else Held()
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         # State of the request whose headers were parsed but whose body is incomplete.
         self.pending: tuple[str, str, int, bool] | None = None
         self.sent_continue = False
+        self.holding = False  # an answer is held: read nothing more until it is sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -225,13 +252,27 @@ class CannedProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.holding:
+            self.held.waiting = [w for w in self.held.waiting if w[0] is not self]
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
         transport = self.transport
-        while transport is not None and not transport.is_closing():
+        while transport is not None and not transport.is_closing() and not self.holding:
             if not self._handle_one(transport):
                 break
+
+    def answer_held(self, response: bytes, keep_alive: bool) -> None:
+        """Send the held answer, then go on with what arrived meanwhile."""
+        self.holding = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(response)
+        if not keep_alive:
+            transport.close()
+            return
+        self.data_received(b"")
 
     def _fail(self, transport: asyncio.Transport) -> bool:
         transport.write(BAD_REQUEST_RESPONSE)
@@ -297,7 +338,20 @@ class CannedProtocol(asyncio.Protocol):
                 return self._fail(transport)
             body = parsed
         self.pending = None
-        transport.write(self._answer(method, target, body))
+        response = self._answer(method, target, body)
+        if target.startswith("/hold/") and response is not NOT_FOUND_RESPONSE:
+            if target == "/hold/count":
+                response = _text(str(len(self.held.waiting)))
+            elif target == "/hold/release":
+                response = _text(str(self.held.release()))
+            elif target == "/hold/arm":
+                self.held.armed = True
+                response = _text("armed")
+            elif method == "POST" and self.held.armed:
+                self.holding = True
+                self.held.waiting.append((self, response, keep_alive))
+                return False
+        transport.write(response)
         if not keep_alive:
             transport.close()
             return False
@@ -343,6 +397,8 @@ class CannedProtocol(asyncio.Protocol):
         path, _, query = target.partition("?")
         if path == "/health":
             return HEALTH_RESPONSE
+        if path in ("/hold/count", "/hold/release", "/hold/arm"):
+            return HEALTH_RESPONSE  # replaced by the caller
         if not path.endswith(("/assistant/completion", "/responses")):
             return NOT_FOUND_RESPONSE
         if method != "POST":
@@ -353,6 +409,18 @@ class CannedProtocol(asyncio.Protocol):
                 return BAD_REQUEST_RESPONSE
             return self.images.get(mib)
         return TEXT_RESPONSE
+
+
+def _raise_fd_limit() -> None:
+    """Allow as many connections as the hard limit does (benchmarks.memory opens 10,000)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _pin(cpu: int | None) -> None:
@@ -367,9 +435,10 @@ async def serve(host: str, port: int, image_mibs: list[float]) -> None:
     images = ImageCache(image_mibs[0] if image_mibs else 8.0)
     for mib in image_mibs:
         images.get(mib)
+    held = Held()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: CannedProtocol(images), host, port, backlog=4096, reuse_address=True
+        lambda: CannedProtocol(images, held), host, port, backlog=4096, reuse_address=True
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -394,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     _pin(args.cpu)
+    _raise_fd_limit()
     mibs = [float(x) for x in args.image_mib.split(",") if x.strip()]
     asyncio.run(serve(args.host, args.port, mibs))
 

@@ -11,9 +11,18 @@ Paths (rows), each run in a fresh subprocess so that its peak RSS is its own:
   ``base64.b64decode`` + ``open().write()`` right on the event loop.
 - ``naive in a thread``: the same three steps in ``asyncio.to_thread`` (a
   reference for what non-blocking costs without any SDK).
+- ``aiohttp+orjson inline``: the same with ``orjson.loads`` and
+  ``pybase64.b64decode`` (the fastest whole-body path; skipped without them).
 - ``samsar_async``: ``await client.assistant.complete(..., tools=[ImageGenerationTool()],
-  tool_choice=ImageGenerationTool())`` then ``await resp.images[0].save(dir)``
+  tool_choice=ImageGenerationTool())`` then ``await save_image(resp.images[0], dir)``
+  (``await resp.images[0].save(dir)`` in older versions)
   (skipped with a note while the SDK lacks it).
+- ``incremental → file`` and ``incremental → memory``: raw aiohttp feeding each
+  chunk as it arrives (``resp.content.iter_any()``) to
+  ``samsar_async._imagebody.ImageBodyReader`` on the event loop, which decodes
+  the base64 into a temporary file (then renamed into place) or a
+  ``bytearray`` (then written), and parsing the small remainder with orjson:
+  the streaming path, before it is wired into the SDK.
 
 Figures per path and size, median (min–max) over interleaved rounds:
 
@@ -31,6 +40,8 @@ Figures per path and size, median (min–max) over interleaved rounds:
   costs, including aiohttp joining the body into one ``bytes``).
 - peak RSS growth: ``ru_maxrss`` after the call minus before it (after imports,
   client set-up and a small warm-up call).
+- CPU: user + system time of the process over the whole path (the server is
+  another process).
 
 Every saved file is checked (PNG signature, size) and its SHA-256 must be the
 same for every path of one size.
@@ -45,8 +56,10 @@ import asyncio
 import base64
 import gc
 import hashlib
+import importlib
 import inspect
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -71,8 +84,15 @@ HEADERS = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TICK = 0.001
 
-MODES = ("naive", "naive-thread", "samsar")
-LABELS = {"naive": "naive inline", "naive-thread": "naive in a thread", "samsar": "samsar_async"}
+MODES = ("naive", "naive-thread", "orjson", "samsar", "stream-file", "stream-memory")
+LABELS = {
+    "naive": "naive inline",
+    "naive-thread": "naive in a thread",
+    "orjson": "aiohttp+orjson inline",
+    "samsar": "samsar_async",
+    "stream-file": "incremental → file",
+    "stream-memory": "incremental → memory",
+}
 
 
 class Skip(Exception):
@@ -124,8 +144,82 @@ def _decode_and_write(data: bytes, path: Path) -> None:
         f.write(png)
 
 
-async def _naive(url: str, out_dir: Path, threaded: bool) -> dict[str, float]:
+def _orjson_decode_and_write(data: bytes, path: Path) -> None:
+    import orjson
+    import pybase64
+
+    payload = orjson.loads(data)
+    png = pybase64.b64decode(payload["output"][0]["result"], validate=True)
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+async def _stream(url: str, out_dir: Path, to_file: bool) -> dict[str, float]:
     import aiohttp
+
+    try:
+        from samsar_async._imagebody import ImageBodyReader, placeholder_index
+    except ImportError as exc:
+        raise Skip(f"samsar_async has no _imagebody yet ({exc})") from exc
+    from samsar_async import _json
+
+    session = aiohttp.ClientSession()
+    endpoint = url + "/assistant/completion"
+    async with session.post(endpoint, data=TEXT_BODY, headers=HEADERS) as resp:
+        await resp.read()  # warm-up: open the connection
+
+    clock, cpu_clock = time.perf_counter, time.thread_time
+    feeds: list[float] = []
+    feed_cpu: list[float] = []
+    sizes: list[int] = []
+
+    async def run() -> dict[str, float]:
+        t_req = time.perf_counter()
+        reader = ImageBodyReader(directory=str(out_dir) if to_file else None)
+        async with session.post(endpoint, data=IMAGE_BODY, headers=HEADERS) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            async for chunk in resp.content.iter_any():
+                started, cpu_started = clock(), cpu_clock()
+                reader.feed(chunk)
+                feeds.append(clock() - started)
+                feed_cpu.append(cpu_clock() - cpu_started)
+                sizes.append(len(chunk))
+        body = reader.finish()
+        payload = body.loads(_json.loads)
+        t_resp = time.perf_counter()
+        index = placeholder_index(payload["output"][0]["result"])
+        if index is None:
+            raise RuntimeError("no image in the answer")
+        image = body.images[index]
+        path = out_dir / "image.png"
+        if image.path is not None:
+            os.replace(image.path, path)
+        else:
+            assert image.data is not None
+            with open(path, "wb") as f:
+                f.write(image.data)
+        return {"t_req": t_req, "t_resp": t_resp, "t_saved": time.perf_counter()}
+
+    figures = await _measured(run, session.close)
+    return figures | {
+        "max_feed_s": max(feeds),
+        "max_feed_cpu_s": max(feed_cpu),
+        "feeds": len(feeds),
+        "max_chunk_bytes": max(sizes),
+    }
+
+
+async def _naive(url: str, out_dir: Path, threaded: bool, fast: bool = False) -> dict[str, float]:
+    import aiohttp
+
+    if fast:
+        try:
+            import orjson  # noqa: F401
+            import pybase64  # noqa: F401
+        except ImportError as exc:
+            raise Skip(f"needs orjson and pybase64 ({exc})") from exc
+    decode_and_write = _orjson_decode_and_write if fast else _decode_and_write
 
     session = aiohttp.ClientSession()
     endpoint = url + "/assistant/completion"
@@ -141,9 +235,9 @@ async def _naive(url: str, out_dir: Path, threaded: bool) -> dict[str, float]:
         t_resp = time.perf_counter()
         path = out_dir / "image.png"
         if threaded:
-            await asyncio.to_thread(_decode_and_write, data, path)
+            await asyncio.to_thread(decode_and_write, data, path)
         else:
-            _decode_and_write(data, path)
+            decode_and_write(data, path)
         return {"t_req": t_req, "t_resp": t_resp, "t_saved": time.perf_counter()}
 
     return await _measured(run, session.close)
@@ -158,9 +252,12 @@ async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
     try:
         assistant = client.assistant
         await assistant.complete(SESSION_ID, "warm-up")
-        image_cls = getattr(sys.modules.get("samsar_async.images"), "GeneratedImage", None)
-        if image_cls is not None and not hasattr(image_cls, "save"):
-            raise Skip("GeneratedImage has no save() yet")
+        # GeneratedImage.save(dir) (older layout) or images.save_image(image, dir).
+        images_module = importlib.import_module("samsar_async.images")
+        save_image = getattr(images_module, "save_image", None)
+        image_cls = getattr(images_module, "GeneratedImage", None)
+        if save_image is None and (image_cls is None or not hasattr(image_cls, "save")):
+            raise Skip("samsar_async has neither images.save_image() nor GeneratedImage.save()")
     except BaseException:
         await client.close()
         raise
@@ -173,7 +270,8 @@ async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
         if not resp.images:
             raise RuntimeError("the response has no image")
         try:
-            saved = resp.images[0].save(out_dir)
+            image = resp.images[0]
+            saved = save_image(image, out_dir) if save_image else image.save(out_dir)
             if inspect.isawaitable(saved):
                 await saved
         except NotImplementedError as exc:
@@ -192,7 +290,11 @@ async def _measured(run: Any, close: Any) -> dict[str, float]:
         rss_before = common.current_rss_bytes()
         ticker.start()
         await asyncio.sleep(20 * TICK)  # a few idle ticks first
+        cpu0 = common.cpu_seconds()
+        switches0 = common.involuntary_switches()
         times = await run()
+        cpu = common.cpu_seconds() - cpu0
+        switches = common.involuntary_switches() - switches0
     finally:
         await ticker.stop()
         await close()
@@ -202,6 +304,8 @@ async def _measured(run: Any, close: Any) -> dict[str, float]:
         "request_to_response_s": t_resp - t_req,
         "save_s": t_saved - t_resp,
         "request_to_disk_s": t_saved - t_req,
+        "cpu_s": cpu,
+        "involuntary_switches": switches,
         "lag_idle_s": ticker.worst_lag(t_req - 15 * TICK, t_req),
         "lag_request_to_response_s": ticker.worst_lag(t_req, t_resp),
         "lag_save_s": ticker.worst_lag(t_resp, t_saved),
@@ -218,8 +322,15 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.mode == "samsar":
             figures = await _samsar(args.url, out_dir)
+        elif args.mode.startswith("stream-"):
+            figures = await _stream(args.url, out_dir, to_file=args.mode == "stream-file")
         else:
-            figures = await _naive(args.url, out_dir, threaded=args.mode == "naive-thread")
+            figures = await _naive(
+                args.url,
+                out_dir,
+                threaded=args.mode == "naive-thread",
+                fast=args.mode == "orjson",
+            )
         files = [p for p in out_dir.rglob("*") if p.is_file()]
         if len(files) != 1:
             raise RuntimeError(f"expected one saved file, found {files}")
@@ -313,14 +424,19 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
         "lag: request → response",
         "lag: during save",
         "lag: whole path",
+        "CPU ms",
         "peak RSS growth MiB",
+        "× image",
     ]
     rows = []
     for mib in data["sizes"]:
         for mode in MODES:
             runs = data["results"][f"{mib:g}"][mode]
             if not runs:
-                rows.append([LABELS[mode], f"{mib:g} MiB", "skipped (see note)", *["—"] * 6])
+                rows.append(
+                    [LABELS[mode], f"{mib:g} MiB", "skipped (see note)"]
+                    + ["—"] * (len(headers) - 3)
+                )
                 continue
 
             def cell(key: str, scale: float, runs: list[dict[str, Any]] = runs) -> str:
@@ -336,10 +452,44 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
                     cell("lag_request_to_response_s", 1e3),
                     cell("lag_save_s", 1e3),
                     cell("lag_whole_path_s", 1e3),
+                    cell("cpu_s", 1e3) if all("cpu_s" in r for r in runs) else "—",
                     cell("peak_rss_growth_bytes", 1 / common.MIB),
+                    common.fmt_ratio(
+                        common.stat([r["peak_rss_growth_bytes"] for r in runs]).median / r_bytes
+                    )
+                    if (r_bytes := runs[0]["bytes"])
+                    else "—",
                 ]
             )
     out.append(common.markdown_table(headers, rows))
+    notes = []
+    for mib in data["sizes"]:
+        for mode in MODES:
+            runs = data["results"][f"{mib:g}"][mode]
+            if runs and "max_feed_s" in runs[0]:
+                feed = common.stat([r["max_feed_s"] * 1e3 for r in runs]).fmt(",.2f")
+                feed_cpu = common.stat([r["max_feed_cpu_s"] * 1e3 for r in runs]).fmt(",.2f")
+                chunk = max(r["max_chunk_bytes"] for r in runs) / 1024
+                count = runs[0]["feeds"]
+                notes.append(
+                    f"- {LABELS[mode]}, {mib:g} MiB: longest single `feed()` {feed_cpu} ms "
+                    f"of CPU ({feed} ms of wall clock, preemption included); {count} chunks "
+                    f"of at most {chunk:,.0f} KiB."
+                )
+    preempted = [
+        f"{LABELS[m]} {mib} MiB ({r['involuntary_switches']:,})"
+        for mib, by_mode in data["results"].items()
+        for m, runs in by_mode.items()
+        for r in runs
+        if r.get("involuntary_switches", 0) > 20
+    ]
+    if preempted:
+        notes.append(
+            "- Preempted more than 20 times during the call (other load on the client's "
+            "core; its lags are then not the client's own): " + "; ".join(preempted)
+        )
+    if notes:
+        out += ["", *notes]
     if data["skipped"]:
         out.append("")
         out += [f"- Skipped `{LABELS[m]}`: {why}" for m, why in data["skipped"].items()]

@@ -1,10 +1,10 @@
 """Run every benchmark in turn and print their markdown reports.
 
 ``python -m benchmarks [--quick] [--json-dir DIR] [--only NAME,...]`` (names:
-client_cost, sync_client, batch, images, ray_actors, outage, shutdown; also ``python -m
-benchmarks.run_all``). Each benchmark runs in its own process with its own
-server; ``--quick`` is passed through (CI mode: small counts, one round).
-Arguments after ``--`` go to every benchmark.
+client_cost, import_time, memory, sync_client, batch, images, ray_actors,
+outage, shutdown; also ``python -m benchmarks.run_all``). Each benchmark runs
+in its own process with its own server; ``--quick`` is passed through (CI
+mode: small counts, one round). Arguments after ``--`` go to every benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from benchmarks import _common as common
 
 BENCHMARKS = (
     "client_cost",
+    "import_time",
+    "memory",
     "sync_client",
     "batch",
     "images",
