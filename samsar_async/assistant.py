@@ -9,7 +9,7 @@ naming the field.
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Coroutine, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +97,7 @@ class Assistant:
             None, timeout=timeout, retry=retry, extra_headers=extra_headers
         )
 
-    async def complete(
+    def complete(
         self,
         session_id: str,
         input: CompletionInput | None = None,
@@ -114,7 +114,7 @@ class Assistant:
         timeout: Timeout | float | Unset | None = UNSET,
         retry: RetryPolicy | Unset | None = UNSET,
         idempotency_key: str | None = None,
-    ) -> Response:
+    ) -> Coroutine[Any, Any, Response]:
         """Create an assistant response on ``session_id`` (the call waits for the answer).
 
         ``input`` may be a string, a :class:`~samsar_async.inputs.Message`, a
@@ -122,6 +122,11 @@ class Assistant:
         shape; ``None`` answers from the session's history. Options left as
         ``None`` are not sent. ``extra_body`` adds (or overrides) body fields.
         ``idempotency_key`` makes the call safe to repeat across processes.
+
+        ``await client.assistant.complete(...)`` as usual. The arguments are
+        checked when ``complete()`` is called, and the call itself is the
+        returned awaitable (a plain method, not ``async def``: one coroutine
+        frame fewer on every call's path).
         """
         body = completion_body(
             session_id,
@@ -137,7 +142,7 @@ class Assistant:
         )
         if idempotency_key is not None:
             check(CompletionRequest, "idempotency_key", idempotency_key)
-        return await self._client._post(
+        return self._client._post(
             COMPLETION_PATH,
             body,
             parse_completion,

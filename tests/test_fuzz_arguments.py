@@ -481,10 +481,12 @@ def fresh(server: MockSamsarServer, session_id: Any) -> Any:
 
 
 async def expect_refused(server: MockSamsarServer, call: Any) -> None:
+    """``call()`` (a zero-argument callable giving the awaitable) is refused: by
+    ``complete()`` when called, by an ``async def`` when awaited."""
     event("refused")
     before = len(server.requests)
     with pytest.raises(InvalidArgumentError):
-        await call
+        await call()
     assert len(server.requests) == before  # nothing reached the server
 
 
@@ -492,7 +494,7 @@ async def expect_sent(server: MockSamsarServer, call: Any) -> Any:
     event("sent")
     before = len(server.requests)
     try:
-        result = await call
+        result = await call()
     except InvalidArgumentError:
         raise
     except SamsarError:
@@ -511,10 +513,12 @@ async def check_complete(
     try:
         body, headers, key = model_complete(session_id, input, options)
     except Refused:
-        await expect_refused(server, client.assistant.complete(session_id, input, **options))
+        await expect_refused(
+            server, lambda: client.assistant.complete(session_id, input, **options)
+        )
         return
     record, result = await expect_sent(
-        server, client.assistant.complete(session_id, input, **options)
+        server, lambda: client.assistant.complete(session_id, input, **options)
     )
     assert record.body == body
     for name, value in headers.items():
@@ -557,7 +561,9 @@ async def test_complete(
 async def test_set_system_prompt(
     client: AsyncSamsar, server: MockSamsarServer, prompt: Any, extra_headers: Any
 ) -> None:
-    call = client.assistant.set_system_prompt(prompt, extra_headers=extra_headers)
+    def call() -> Any:
+        return client.assistant.set_system_prompt(prompt, extra_headers=extra_headers)
+
     try:
         if prompt is not None and not isinstance(prompt, str):
             raise Refused
@@ -690,9 +696,9 @@ async def test_builders(
         if any(_has_surrogate(s) for s in _strings(expected)):
             raise Refused
     except Refused:
-        await expect_refused(server, client.assistant.complete(session_id, value))
+        await expect_refused(server, lambda: client.assistant.complete(session_id, value))
         return
-    record, _ = await expect_sent(server, client.assistant.complete(session_id, value))
+    record, _ = await expect_sent(server, lambda: client.assistant.complete(session_id, value))
     assert record.body == body
 
 
