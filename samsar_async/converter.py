@@ -58,6 +58,7 @@ from .inputs import (
 )
 from .models import (
     NO_CREDITS,
+    NO_HEADERS,
     Credits,
     GeneratedImage,
     ImageGenerationCall,
@@ -466,7 +467,10 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
         item_tuple = tuple[OutputItem, ...]
         conv.register_structure_hook_func(lambda t: t == item_tuple, _tuple_of(conv, OutputItem))
     conv.register_structure_hook(
-        SystemPrompt, make_dict_structure_fn(SystemPrompt, conv, raw=override(omit=True))
+        SystemPrompt,
+        make_dict_structure_fn(
+            SystemPrompt, conv, raw=override(omit=True), headers=override(omit=True)
+        ),
     )
     return conv
 
@@ -605,9 +609,10 @@ def structure_response(
     idempotency_key: str | None = None,
     session_id: str | None = None,
     status_code: int = 200,
+    headers: Mapping[str, str] = NO_HEADERS,
 ) -> Response:
     """A :class:`Response` from a decoded JSON body (``charged`` / ``remaining``:
-    the raw credits header values).
+    the raw credits header values; ``headers``: the answer's, kept as they are).
 
     The top-level shape is checked here, cheaply: an object with a string
     ``id``; ``status``, ``model`` and ``object`` strings or null;
@@ -677,10 +682,13 @@ def structure_response(
         charged,
         remaining,
         _PARTS,
+        headers,
     )
 
 
-def structure_system_prompt(data: Any, *, status_code: int = 200) -> SystemPrompt:
+def structure_system_prompt(
+    data: Any, *, status_code: int = 200, headers: Mapping[str, str] = NO_HEADERS
+) -> SystemPrompt:
     """A :class:`SystemPrompt` from a decoded JSON body."""
     if not isinstance(data, dict):
         raise APIResponseValidationError(
@@ -691,7 +699,7 @@ def structure_system_prompt(data: Any, *, status_code: int = 200) -> SystemPromp
         prompt: SystemPrompt = _structure_system_prompt_fn(data, SystemPrompt)
     except Exception:
         raise _validation_error(data, SystemPrompt, "system prompt", status_code, None) from None
-    return attrs.evolve(prompt, raw=data)
+    return attrs.evolve(prompt, raw=data, headers=headers)
 
 
 _CREDITS_QUANTUM = Decimal(1).scaleb(-MAX_CREDITS_DECIMALS)
@@ -1025,6 +1033,7 @@ def parse_completion(raw: Answer, idempotency_key: str | None, session_id: str |
         idempotency_key,
         session_id,
         raw.status,
+        headers,
     )
 
 
@@ -1032,7 +1041,9 @@ def parse_system_prompt(
     raw: Answer, idempotency_key: str | None, _session_id: str | None
 ) -> SystemPrompt:
     """A :class:`SystemPrompt` from a 2xx ``set_system_prompt`` answer."""
-    return structure_system_prompt(decode_json_body(raw, idempotency_key), status_code=raw.status)
+    return structure_system_prompt(
+        decode_json_body(raw, idempotency_key), status_code=raw.status, headers=raw.headers
+    )
 
 
 # --- events -------------------------------------------------------------------

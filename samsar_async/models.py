@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import _base64
 from ._base64 import HEAD_CHARS, NOT_BASE64, OCTET_STREAM, WRITE_CHUNK_BYTES, Decoder
@@ -260,6 +261,9 @@ class Credits:
 
 NO_CREDITS = Credits()
 
+NO_HEADERS: Mapping[str, str] = CIMultiDictProxy(CIMultiDict())
+"""The headers of a model built in code: none."""
+
 
 @attrs.frozen
 class Usage:
@@ -361,6 +365,10 @@ class SystemPrompt:
     model: str | None = None
     selected_assistant_model: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    headers: Mapping[str, str] = attrs.field(
+        default=attrs.Factory(lambda: NO_HEADERS), repr=False, eq=False
+    )
+    """The answer's HTTP headers (read-only, case-insensitive; empty when built in code)."""
 
 
 class ResponseParts(Protocol):
@@ -390,6 +398,14 @@ _UNREAD: Any = object()
 """A lazy part not built yet."""
 
 
+def _headers_of(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    if headers is None:
+        return NO_HEADERS
+    if isinstance(headers, CIMultiDictProxy):
+        return headers
+    return CIMultiDictProxy(CIMultiDict(headers))
+
+
 class Response:
     """An assistant response (an OpenAI-compatible Responses payload).
 
@@ -397,10 +413,11 @@ class Response:
     concatenated ``output_text`` parts of the output messages (``""`` when
     none). ``credits`` comes from the answer's headers, ``idempotency_key`` is
     the key the call was sent with, ``session_id`` the session it ran on, and
-    ``raw`` the full JSON object as received, unknown fields included.
+    ``raw`` the full JSON object as received, unknown fields included, and
+    ``headers`` the answer's HTTP headers.
 
     Immutable (every field is a read-only property) and hashable; equal when
-    every field but ``raw`` is equal. A response returned by the client keeps
+    every field but ``raw`` and ``headers`` is equal. A response returned by the client keeps
     the parsed JSON and builds the typed ``output``, ``usage`` and ``credits``
     on first access (their top-level shape was checked when the answer
     arrived; a deeper problem raises
@@ -412,6 +429,7 @@ class Response:
         "_charged",
         "_created_at",
         "_credits",
+        "_headers",
         "_id",
         "_idempotency_key",
         "_images",
@@ -443,6 +461,7 @@ class Response:
     _remaining: str | None
     _parts: ResponseParts | None
     _images: tuple[GeneratedImage, ...]
+    _headers: Mapping[str, str]
 
     def __init__(
         self,
@@ -458,6 +477,7 @@ class Response:
         idempotency_key: str | None = None,
         session_id: str | None = None,
         raw: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._id = id
         self._status = status
@@ -472,6 +492,7 @@ class Response:
         self._usage = usage
         self._credits = credits
         self._parts = None
+        self._headers = _headers_of(headers)
 
     @classmethod
     def _from_json(
@@ -488,6 +509,7 @@ class Response:
         charged: str | None,
         remaining: str | None,
         parts: ResponseParts,
+        headers: Mapping[str, str],
     ) -> Response:
         """A response whose ``output``, ``usage`` and ``credits`` are built when read
         (for the converter: the top-level fields were checked already)."""
@@ -507,6 +529,7 @@ class Response:
         self._charged = charged
         self._remaining = remaining
         self._parts = parts
+        self._headers = headers
         return self
 
     @property
@@ -553,6 +576,15 @@ class Response:
     def raw(self) -> Mapping[str, Any]:
         """The JSON object as received (empty for a response built in code)."""
         return self._raw
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The answer's HTTP headers: a read-only, case-insensitive mapping.
+
+        For request ids and anything the server adds (``x-request-id``,
+        ``x-credits-charged``, ...). Empty for a response built in code.
+        """
+        return self._headers
 
     @property
     def output(self) -> tuple[OutputItem, ...]:
@@ -623,7 +655,7 @@ class Response:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (for Ray, say) with its parts built: the converter stays behind.
-        return (_rebuild, (*self._fields(), dict(self._raw)))
+        return (_rebuild, (*self._fields(), dict(self._raw), CIMultiDict(self._headers)))
 
     @property
     def image_calls(self) -> tuple[ImageGenerationCall, ...]:
