@@ -26,13 +26,17 @@ TEST_DEPS = [
     "pyright>=1.1.380",
     "fastapi>=0.110",
     "uvicorn>=0.30",
+    # tests/test_otel.py: in-memory span exporter and metric reader
+    "opentelemetry-sdk>=1.20",
+    # tests/test_options.py: a self-signed certificate for the HTTPS-through-a-proxy test
+    "cryptography>=42",
 ]
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite, with the speedups extra (orjson, pybase64) and without it."""
-    session.install("-e", ".[speedups,starlette]", *TEST_DEPS)
+    session.install("-e", ".[speedups,starlette,otel]", *TEST_DEPS)
     session.run("pytest", "-m", "not ray", *session.posargs)
     session.run("pip", "uninstall", "-y", "-q", "orjson", "pybase64")
     session.run("pytest", "-m", "not ray", "-q", "-p", "no:cacheprovider", *session.posargs)
@@ -65,7 +69,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[speedups,cli,starlette]", "mypy>=1.10")
+    session.install("-e", ".[speedups,cli,starlette,otel]", "mypy>=1.10")
     session.run("mypy", "--strict", "samsar_async")
 
 

@@ -24,10 +24,12 @@ import-linter checks this contract in CI (``[tool.importlinter]`` in
     resources    assistant  >  requests_file | sse
                  >  batch | conversation | streaming | images (files on disk)
     base client  _base_client (BaseClient: config, the pool, one call with retries)
+                 >  _observe (event hooks and tracing watch the calls)
     transport    transport (aiohttp) | retry (tenacity) | _turns (session FIFO)
     converter    converter (cattrs: builders -> JSON, JSON -> models and events; pure)
-    data         events (stream events)  >  inputs | models  >  config  >  _validators | _base64
-                 >  errors | _json | _version          (no I/O anywhere here)
+    data         events (stream events)  >  inputs | models  >  config | hooks (event hooks)
+                 >  _validators | _base64  >  errors | _json | _version | _logs (SAMSAR_LOG)
+                 (no I/O anywhere here)
 
 Data flows one way: builders (``inputs``) are validated and turned into JSON by
 the ``converter``, sent by the ``transport``, and the answer is turned back
@@ -37,6 +39,7 @@ below ``client`` imports it.
 
 import logging as _logging
 
+from ._logs import setup_from_env as _setup_logging_from_env
 from ._version import __version__
 from .batch import BatchResult, BatchRun
 from .client import AsyncSamsar
@@ -91,6 +94,7 @@ from .events import (
     StreamEvent,
     UnknownEvent,
 )
+from .hooks import EventHooks, RequestEvent, ResponseEvent, RetryEvent
 from .images import GeneratedImage, UnknownImageFormatWarning
 from .inputs import (
     CompletionInput,
@@ -117,8 +121,10 @@ from .models import (
 from .retry import RetryBudget
 from .sync import Samsar
 
-# A library never configures logging; this keeps its WARNINGs off stderr unless the app opts in.
+# A library never configures logging; this keeps its WARNINGs off stderr unless the app opts in
+# (or sets SAMSAR_LOG=debug|info: see samsar_async._logs).
 _logging.getLogger("samsar_async").addHandler(_logging.NullHandler())
+_setup_logging_from_env()
 
 __all__ = [
     "UNSET",
@@ -147,6 +153,7 @@ __all__ = [
     "CreditBudgetExceededError",
     "Credits",
     "ErrorEvent",
+    "EventHooks",
     "GeneratedImage",
     "ImageDecodeError",
     "ImageGenerationCall",
@@ -173,13 +180,16 @@ __all__ = [
     "Refusal",
     "RefusalDelta",
     "RefusalDone",
+    "RequestEvent",
     "Response",
     "ResponseCompleted",
     "ResponseCreated",
+    "ResponseEvent",
     "ResponseFailed",
     "ResponseInProgress",
     "ResponseIncomplete",
     "RetryBudget",
+    "RetryEvent",
     "RetryPolicy",
     "Samsar",
     "SamsarError",

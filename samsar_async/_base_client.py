@@ -14,6 +14,7 @@ exists: created lazily, inside the running loop, on first use) and *closed*
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import logging
@@ -21,12 +22,14 @@ import os
 import platform
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from . import _json
 from ._flow import AdaptiveLimiter, OutageGate, run_attempt
+from ._observe import CallObserver, HookObserver, Observers, Trace
 from ._turns import TurnQueues
 from ._version import __version__
 from ._wire_checks import check_header, check_headers, json_error
@@ -45,12 +48,20 @@ from .config import (
     Unset,
 )
 from .converter import Answer, status_error
-from .errors import APIConnectTimeoutError, APIError, ClientClosedError, InvalidArgumentError
+from .errors import (
+    APIConnectTimeoutError,
+    APIError,
+    APIStatusError,
+    ClientClosedError,
+    InvalidArgumentError,
+)
+from .hooks import EventHooks
 from .retry import RetryBudget, retry_failed_call
-from .transport import Transport, client_timeout
+from .transport import ConnectorOption, Transport, client_timeout
 
 if TYPE_CHECKING:
     import aiohttp
+    from typing_extensions import Self
 
 __all__ = ["BaseClient"]
 
@@ -166,6 +177,122 @@ def _check_max_response_bytes(value: int) -> int:
     return value
 
 
+_PER_CALL_HEADERS = {
+    "authorization": "the API key is sent for you: pass it as api_key=",
+    "idempotency-key": "keys are per call: pass idempotency_key= to the call",
+}
+
+
+def _check_default_headers(field: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``headers`` checked as RFC 9110 fields (:func:`check_headers`), and none of
+    the headers the client sets itself (``Authorization``, ``Idempotency-Key``)."""
+    if headers is None:
+        return {}
+    checked = dict(check_headers(headers, field))
+    for name in checked:
+        reason = _PER_CALL_HEADERS.get(name.lower())
+        if reason is not None:
+            raise InvalidArgumentError(f"{field}[{name!r}]", reason)
+    return checked
+
+
+def _check_bool(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(field, f"must be True or False, not {type(value).__name__}")
+    return value
+
+
+def _check_event_hooks(value: object) -> EventHooks | None:
+    if value is None or isinstance(value, EventHooks):
+        return value or None
+    raise InvalidArgumentError(
+        "event_hooks", f"must be an EventHooks or None, not {type(value).__name__}"
+    )
+
+
+def _check_trace_configs(value: object) -> tuple[aiohttp.TraceConfig, ...]:
+    if value is None:
+        return ()
+    import aiohttp
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError("trace_configs", "must be a list of aiohttp.TraceConfig")
+    for i, config in enumerate(value):
+        if not isinstance(config, aiohttp.TraceConfig):
+            raise InvalidArgumentError(
+                f"trace_configs[{i}]",
+                f"must be an aiohttp.TraceConfig, not {type(config).__name__}",
+            )
+    return tuple(value)
+
+
+def _check_proxy(proxy: str | None, base_url: str, allow_insecure_http: bool) -> str | None:
+    """The proxy URL: ``http://`` or ``https://``, with a host (credentials allowed)."""
+    if proxy is None:
+        return None
+    if not isinstance(proxy, str):
+        raise InvalidArgumentError("proxy", f"must be a URL string, not {type(proxy).__name__}")
+    parts = urlsplit(proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Never echo the value: it may carry the proxy's password.
+        raise InvalidArgumentError("proxy", "must be an http:// or https:// URL with a host")
+    if base_url.startswith("http://") and not allow_insecure_http:
+        raise InvalidArgumentError(
+            "proxy",
+            "the base URL is plain http://: the proxy would see the API key; "
+            "use https:// or pass allow_insecure_http=True",
+        )
+    return proxy
+
+
+def _env_proxy(base_url: str) -> str | None:
+    """The proxy the environment names for ``base_url`` (``HTTPS_PROXY`` or
+    ``HTTP_PROXY`` by its scheme, unless ``NO_PROXY`` excludes its host), or ``None``.
+
+    Never for a loopback host, nor for a plain ``http://`` base URL (a proxy
+    would see the API key)."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme != "https" or _is_loopback(host):
+        return None
+    proxy = urllib.request.getproxies().get("https")
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    if urlsplit(proxy).scheme not in ("http", "https"):
+        return None  # socks5:// and the like: aiohttp cannot use them
+    return proxy
+
+
+def _check_own_pool(
+    connector: object, http_session: object, max_connections: int, configs: tuple[Any, ...]
+) -> None:
+    import aiohttp
+
+    if connector is not None and http_session is not None:
+        raise InvalidArgumentError("http_session", "pass connector= or http_session=, not both")
+    if connector is not None and not (
+        isinstance(connector, aiohttp.BaseConnector) or callable(connector)
+    ):
+        raise InvalidArgumentError(
+            "connector",
+            "must be an aiohttp.BaseConnector or a function returning one, "
+            f"not {type(connector).__name__}",
+        )
+    if http_session is not None and not isinstance(http_session, aiohttp.ClientSession):
+        raise InvalidArgumentError(
+            "http_session", f"must be an aiohttp.ClientSession, not {type(http_session).__name__}"
+        )
+    if max_connections != DEFAULT_MAX_CONNECTIONS:
+        raise InvalidArgumentError(
+            "max_connections",
+            "applies to the client's own connector: set limit= on the connector you pass",
+        )
+    if http_session is not None and configs:
+        raise InvalidArgumentError(
+            "trace_configs", "apply to the client's own session: set them on the one you pass"
+        )
+
+
 class BaseClient:
     """What every client shares: configuration, the pooled transport, and calls.
 
@@ -177,7 +304,8 @@ class BaseClient:
         timeout: a :class:`~samsar_async.config.Timeout`, a number (the total
             deadline of a call, retries included) or ``None`` (no limits).
         max_connections: cap on concurrent HTTP connections (keep-alive pooled).
-        default_headers: extra headers sent with every request.
+        default_headers: extra headers sent with every request (not
+            ``Authorization`` nor ``Idempotency-Key``, which the client sets).
         retry: the :class:`~samsar_async.retry.RetryPolicy` of every call;
             ``None`` turns retries off.
         retry_budget: the client-wide :class:`~samsar_async.retry.RetryBudget`;
@@ -201,6 +329,23 @@ class BaseClient:
             against neither ``max_attempts`` nor the budget. Off by default;
             ``_post(adaptive=True)`` turns it on for one call.
             :attr:`concurrency_limit` is the current limit.
+        event_hooks: :class:`~samsar_async.hooks.EventHooks` called around
+            each attempt (see :mod:`samsar_async.hooks`).
+        trace_configs: ``aiohttp.TraceConfig`` objects for the client's own
+            ``aiohttp.ClientSession``.
+        connector: an ``aiohttp.BaseConnector`` you made and own (the client
+            never closes it; it must belong to the loop the client runs on), or
+            a function of no arguments returning one, called when the pool
+            opens, inside the running loop (the client then owns and closes
+            it). ``max_connections`` is the connector's business then.
+        http_session: an ``aiohttp.ClientSession`` you made and own: the client
+            sends on it (its headers merged under the client's, its timeout
+            and ``raise_for_status`` overridden per request) and never closes it.
+        trust_env: use the proxy the environment names for the base URL
+            (``HTTPS_PROXY``, excluded by ``NO_PROXY``), read once, here.
+        proxy: the URL of an HTTP proxy for every request (``https://`` base
+            URLs are tunnelled through it with ``CONNECT``: the proxy never
+            sees the API key). Credentials in it are sent to the proxy only.
     """
 
     def __init__(
@@ -219,6 +364,12 @@ class BaseClient:
         allow_insecure_http: bool = False,
         outage_backoff: bool = True,
         adaptive_concurrency: bool = False,
+        event_hooks: EventHooks | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
+        connector: ConnectorOption | None = None,
+        http_session: aiohttp.ClientSession | None = None,
+        trust_env: bool = False,
+        proxy: str | None = None,
     ) -> None:
         key = _check_api_key(api_key)
         self.base_url: str = _check_base_url(base_url, allow_insecure_http)
@@ -234,18 +385,37 @@ class BaseClient:
         self.idempotency_keys: bool = idempotency_keys
         """Whether each logical call carries an ``Idempotency-Key``."""
         self._turns: TurnQueues | None = TurnQueues() if serialize_sessions else None
+        self._event_hooks: EventHooks | None = _check_event_hooks(event_hooks)
+        self._instruments: tuple[CallObserver, ...] = ()
+        self._observer: Observers | None = None
+        self._set_observer()
+        self._headers: dict[str, str] | None = None
+        """Headers of a client made by :meth:`with_options`, sent on each request."""
+        self._parent: BaseClient | None = None
+        """The client whose pool a :meth:`with_options` client shares."""
         headers = {
             "User-Agent": _USER_AGENT,
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        if default_headers is not None:
-            headers.update(check_headers(default_headers, "default_headers"))
+        headers.update(_check_default_headers("default_headers", default_headers))
         headers["Authorization"] = f"Bearer {key}"
+        configs = _check_trace_configs(trace_configs)
+        trust_env = _check_bool("trust_env", trust_env)
+        proxy = _check_proxy(proxy, self.base_url, allow_insecure_http)
+        if proxy is None and trust_env:
+            proxy = _env_proxy(self.base_url)
+        max_connections = _check_max_connections(max_connections)
+        if connector is not None or http_session is not None:
+            _check_own_pool(connector, http_session, max_connections, configs)
         self._transport = Transport(
             headers=headers,
-            max_connections=_check_max_connections(max_connections),
+            max_connections=max_connections,
             max_response_bytes=_check_max_response_bytes(max_response_bytes),
+            trace_configs=configs,
+            connector=connector,
+            http_session=http_session,
+            proxy=proxy,
         )
         self._first_timeout = _first_attempt_timeout(self.timeout)
         self._gate: OutageGate | None = OutageGate(self._probe) if outage_backoff else None
@@ -278,7 +448,18 @@ class BaseClient:
         return ClientState.UNOPENED if self._transport.session is None else ClientState.OPEN
 
     async def close(self) -> None:
-        """Close the pooled connections. The client cannot be used afterwards."""
+        """Close the pooled connections. The client cannot be used afterwards.
+
+        A client made by :meth:`with_options` only closes itself: the pool it
+        shares (and the outage gate and limiter) stay until the client that
+        made it is closed. A ``connector`` or ``http_session`` you passed is
+        never closed.
+        """
+        if self._parent is not None:
+            detached = Transport(headers={}, max_connections=1, max_response_bytes=1)
+            await detached.close()
+            self._transport = detached  # calls now raise ClientClosedError; the pool stays
+            return
         if self._gate is not None:
             self._gate.shutdown()  # calls waiting for the server: ClientClosedError
         self._limiter.shutdown()
@@ -289,6 +470,75 @@ class BaseClient:
             raise ClientClosedError(
                 f"this {type(self).__name__} client is closed; create a new one"
             )
+
+    def with_options(
+        self,
+        *,
+        timeout: Timeout | float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        retry_budget: RetryBudget | Unset | None = UNSET,
+        default_headers: Mapping[str, str] | None = None,
+        idempotency_keys: bool | Unset = UNSET,
+        event_hooks: EventHooks | Unset | None = UNSET,
+    ) -> Self:
+        """A client like this one with some options changed, sharing its connection pool.
+
+        ::
+
+            patient = client.with_options(timeout=Timeout(total=1800), retry=None)
+            await patient.assistant.complete(session_id, "A long essay, please")
+
+        Arguments left out keep this client's value; ``default_headers`` are
+        added to this client's (the new ones win). The new client shares this
+        one's pool (so it costs no new connections), its per-session ordering
+        (a session's calls stay one at a time across both), its retry budget
+        unless ``retry_budget`` is given, its outage gate and adaptive limiter, and
+        its tracing (``integrations.otel``).
+        Closing it does not close the pool; closing this client does, and
+        then the new one cannot be used either.
+        """
+        self._check_open()
+        cls = type(self)
+        new = cls.__new__(cls)
+        new.__dict__.update(self.__dict__)  # everything shared by default (pool, session turns)
+        for klass in cls.__mro__:  # cached resources hold the client that made them
+            for name, attr in vars(klass).items():
+                if isinstance(attr, functools.cached_property):
+                    new.__dict__.pop(name, None)
+        new._parent = self if self._parent is None else self._parent
+        if not isinstance(timeout, Unset):
+            new.timeout = Timeout.of(timeout)
+            new._first_timeout = _first_attempt_timeout(new.timeout)
+        if not isinstance(retry, Unset):
+            new.retry = retry if retry is not None else RetryPolicy.disabled()
+        if not isinstance(retry_budget, Unset):
+            new.retry_budget = retry_budget
+        if not isinstance(idempotency_keys, Unset):
+            new.idempotency_keys = _check_bool("idempotency_keys", idempotency_keys)
+        if default_headers is not None:
+            extra = _check_default_headers("default_headers", default_headers)
+            new._headers = {**(self._headers or {}), **extra} or None
+        if not isinstance(event_hooks, Unset):
+            new._event_hooks = _check_event_hooks(event_hooks)
+            new._set_observer()
+        return new
+
+    def _set_observer(self) -> None:
+        hooks = self._event_hooks
+        observers = (
+            self._instruments if hooks is None else (HookObserver(hooks), *self._instruments)
+        )
+        self._observer = Observers.of(observers)
+
+    def _instrument(self, observer: CallObserver) -> None:
+        """Add ``observer`` to the watchers of this client's calls (for integrations)."""
+        self._instruments = (*self._instruments, observer)
+        self._set_observer()
+
+    def _uninstrument(self, observer: CallObserver) -> None:
+        """Remove ``observer`` added by :meth:`_instrument`."""
+        self._instruments = tuple(o for o in self._instruments if o is not observer)
+        self._set_observer()
 
     def _new_idempotency_key(self) -> str | None:
         """A fresh key for one logical call, or ``None`` when keys are turned off."""
@@ -339,24 +589,33 @@ class BaseClient:
                 headers["Idempotency-Key"] = key
         else:
             headers = None if key is None else {"Idempotency-Key": key}
+        own = self._headers
+        if own is not None:  # a with_options() client's default headers
+            headers = {**own, **headers} if headers else dict(own)
         try:
             data = _json.dumps(body)
         except (TypeError, ValueError, RecursionError) as exc:
             raise json_error(body, exc) from None
         t = self.timeout if timeout is UNSET else Timeout.of(timeout)
+        url = self.base_url + path
+        observer = self._observer
+        trace = None if observer is None else observer.start("POST", path, url, session_id, key)
         locks = self._turns
         if locks is not None and session_id is not None:
             # Take the session's place in line now, in call order; wait only if it is busy.
             # (TurnQueues.enter's free-session case, inlined: it is every call's path.)
             entries = locks._entries
             if session_id in entries:
-                await locks.wait(session_id, locks.enter(session_id))  # type: ignore[arg-type]
+                turn = locks.enter(session_id)
+                if trace is None:
+                    await locks.wait(session_id, turn)  # type: ignore[arg-type]
+                else:
+                    await _traced_wait(locks, session_id, turn, trace)
             else:
                 entries[session_id] = None
         try:
             # The deadline starts once the call may run (after its session's earlier turns).
             started = time.monotonic()
-            url = self.base_url + path
             gate = self._gate
             use_limiter = self.adaptive_concurrency if adaptive is None else adaptive
             limiter = self._limiter if use_limiter else None
@@ -365,43 +624,41 @@ class BaseClient:
             if limiter is None and (gate is None or gate.steady or not gate.down):
                 # The first attempt runs inline: a call that succeeds at once costs one
                 # coroutine frame here and nothing of the retry machinery.
+                first_timeout = (
+                    self._first_timeout if t is self.timeout else _first_attempt_timeout(t)
+                )
                 try:
-                    raw = await transport.post(
-                        url,
-                        data,
-                        headers=headers,
-                        timeout=self._first_timeout
-                        if t is self.timeout
-                        else _first_attempt_timeout(t),
-                        idempotency_key=key,
-                    )
+                    if trace is None:
+                        raw = await transport.post(
+                            url, data, headers=headers, timeout=first_timeout, idempotency_key=key
+                        )
+                    else:
+                        raw = await trace.send(transport, 1, data, headers, first_timeout)
                     if 200 <= raw.status < 300:
                         result = parse(raw, key, session_id)
                         if logger.isEnabledFor(logging.DEBUG):
-                            _log_answer(path, 1, raw.status, started, raw.headers)
+                            _log_answer(path, session_id, key, 1, raw.status, started, raw.headers)
                         budget = self.retry_budget
                         if budget is not None and budget.tokens < budget.capacity:
                             budget.on_success(0)
                         if gate is not None and not gate.steady:
                             gate.on_success()
+                        if trace is not None:
+                            trace.end(None)
                         return result
                     failure = status_error(raw, key)
                     if logger.isEnabledFor(logging.DEBUG):
-                        _log_answer(path, 1, raw.status, started, raw.headers)
+                        _log_answer(path, session_id, key, 1, raw.status, started, raw.headers)
                 except APIError as exc:
                     failure = exc
-                    logger.debug(
-                        "POST %s attempt=1 failed=%s elapsed=%.3fs",
-                        path,
-                        type(exc).__name__,
-                        time.monotonic() - started,
-                    )
+                    if logger.isEnabledFor(logging.DEBUG):
+                        _log_failure(path, session_id, key, 1, exc, started)
                 if gate is not None:
                     gate.on_failure(failure)
             else:
                 # The server is down (wait for it) or the call is under the adaptive
                 # limit: the first attempt goes through the flow control too.
-                call = _Call(transport, path, url, data, headers, key, t, parse, session_id)
+                call = _Call(transport, path, url, data, headers, key, t, parse, session_id, trace)
                 if t.total is not None:
                     call.deadline = started + t.total
                 try:
@@ -418,14 +675,16 @@ class BaseClient:
                     budget = self.retry_budget
                     if budget is not None:
                         budget.on_success(0)
+                    if trace is not None:
+                        trace.end(None)
                     return result
             if call is None:
-                call = _Call(transport, path, url, data, headers, key, t, parse, session_id)
+                call = _Call(transport, path, url, data, headers, key, t, parse, session_id, trace)
                 call.attempt = 1
                 if t.total is not None:
                     call.deadline = started + t.total
             policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY
-            return await retry_failed_call(
+            result = await retry_failed_call(
                 failure,
                 call.send,
                 policy=policy,
@@ -437,25 +696,119 @@ class BaseClient:
                 limiter=limiter,
                 idempotency_key=key,
                 sleep=transport.sleep,
+                on_retry=None if trace is None else trace.retry,
+                log_extra=_extra(path, session_id, key),
             )
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "POST %s session=%s key=%s succeeded at attempt %d",
+                    path,
+                    session_id,
+                    key,
+                    call.attempt,
+                    extra=_extra(path, session_id, key, call.attempt),
+                )
+        except BaseException as exc:
+            if trace is not None:
+                trace.end(exc)
+            if isinstance(exc, APIError) and logger.isEnabledFor(logging.INFO):
+                _log_failed_call(path, session_id, key, exc)
+            raise
         finally:
             if locks is not None and session_id is not None:
                 if locks._entries[session_id] is None:
                     del locks._entries[session_id]  # nobody waits (TurnQueues.leave, inlined)
                 else:
                     locks.leave(session_id)
+        if trace is not None:
+            trace.end(None)
+        return result
+
+
+async def _traced_wait(locks: TurnQueues, session_id: str, turn: Any, trace: Trace) -> None:
+    """Wait for the session's turn, telling ``trace`` how long it took (or how it failed)."""
+    waiting = time.monotonic()
+    try:
+        await locks.wait(session_id, turn)
+    except BaseException as exc:
+        trace.end(exc)
+        raise
+    trace.waited(time.monotonic() - waiting)
+
+
+def _extra(
+    path: str,
+    session_id: str | None,
+    key: str | None,
+    attempt: int | None = None,
+    status: int | None = None,
+    **more: object,
+) -> dict[str, object]:
+    """The ``extra`` of a log record: structured fields for log handlers."""
+    return {
+        "method": "POST",
+        "path": path,
+        "session_id": session_id,
+        "idempotency_key": key,
+        "attempt": attempt,
+        "status": status,
+        **more,
+    }
 
 
 def _log_answer(
-    path: str, attempt: int, status: int, started: float, headers: Mapping[str, str]
+    path: str,
+    session_id: str | None,
+    key: str | None,
+    attempt: int,
+    status: int,
+    started: float,
+    headers: Mapping[str, str],
 ) -> None:
+    elapsed = time.monotonic() - started
+    charged = headers.get("x-credits-charged")
     logger.debug(
-        "POST %s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
+        "POST %s session=%s key=%s attempt=%d status=%d elapsed=%.3fs credits_charged=%s",
         path,
+        session_id,
+        key,
         attempt,
         status,
-        time.monotonic() - started,
-        headers.get("x-credits-charged"),
+        elapsed,
+        charged,
+        extra=_extra(
+            path, session_id, key, attempt, status, elapsed=elapsed, credits_charged=charged
+        ),
+    )
+
+
+def _log_failure(
+    path: str, session_id: str | None, key: str | None, attempt: int, exc: APIError, started: float
+) -> None:
+    elapsed = time.monotonic() - started
+    logger.debug(
+        "POST %s session=%s key=%s attempt=%d failed=%s elapsed=%.3fs",
+        path,
+        session_id,
+        key,
+        attempt,
+        type(exc).__name__,
+        elapsed,
+        extra=_extra(path, session_id, key, attempt, error=type(exc).__name__, elapsed=elapsed),
+    )
+
+
+def _log_failed_call(path: str, session_id: str | None, key: str | None, exc: APIError) -> None:
+    status = exc.status_code if isinstance(exc, APIStatusError) else None
+    attempts = len(exc.attempts) or 1
+    logger.info(
+        "POST %s session=%s key=%s failed after %d attempt(s): %s",
+        path,
+        session_id,
+        key,
+        attempts,
+        type(exc).__name__,
+        extra=_extra(path, session_id, key, attempts, status, error=type(exc).__name__),
     )
 
 
@@ -475,6 +828,7 @@ class _Call(Generic[T]):
         "path",
         "session_id",
         "timeout",
+        "trace",
         "transport",
         "url",
     )
@@ -490,6 +844,7 @@ class _Call(Generic[T]):
         timeout: Timeout,
         parse: Callable[[Answer, str | None, str | None], T],
         session_id: str | None,
+        trace: Trace | None,
     ) -> None:
         self.transport = transport
         self.path = path
@@ -500,6 +855,7 @@ class _Call(Generic[T]):
         self.timeout = timeout
         self.parse = parse
         self.session_id = session_id
+        self.trace = trace
         self.deadline: float | None = None
         self.attempt = 0
 
@@ -520,25 +876,28 @@ class _Call(Generic[T]):
             # aiohttp reads 0 as "no limit").
             limit = max(round(left if limit is None or left < limit else limit, 3), 0.001)
         started = time.monotonic()
+        timeout = client_timeout(connect=t.connect, attempt=limit)
         try:
-            raw = await self.transport.post(
-                self.url,
-                self.data,
-                headers=self.headers,
-                timeout=client_timeout(connect=t.connect, attempt=limit),
-                idempotency_key=self.key,
-            )
+            if self.trace is None:
+                raw = await self.transport.post(
+                    self.url,
+                    self.data,
+                    headers=self.headers,
+                    timeout=timeout,
+                    idempotency_key=self.key,
+                )
+            else:
+                raw = await self.trace.send(
+                    self.transport, self.attempt, self.data, self.headers, timeout
+                )
         except APIError as exc:
-            logger.debug(
-                "POST %s attempt=%d failed=%s elapsed=%.3fs",
-                self.path,
-                self.attempt,
-                type(exc).__name__,
-                time.monotonic() - started,
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                _log_failure(self.path, self.session_id, self.key, self.attempt, exc, started)
             raise
         if logger.isEnabledFor(logging.DEBUG):
-            _log_answer(self.path, self.attempt, raw.status, started, raw.headers)
+            _log_answer(
+                self.path, self.session_id, self.key, self.attempt, raw.status, started, raw.headers
+            )
         if 200 <= raw.status < 300:
             return self.parse(raw, self.key, self.session_id)
         raise status_error(raw, self.key)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
 import anyio
@@ -254,15 +254,50 @@ class _Stop(stop_base):
         return False
 
 
-def _log_retry(retry_state: RetryCallState) -> None:
+def _log_retry(retry_state: RetryCallState, extra: Mapping[str, object] | None = None) -> None:
     outcome = retry_state.outcome
     exc = outcome.exception() if outcome is not None else None
+    if extra is None:
+        logger.warning(
+            "retrying in %.2fs after attempt %d failed: %s",
+            retry_state.upcoming_sleep,
+            retry_state.attempt_number,
+            type(exc).__name__,
+        )
+        return
+    status = exc.status_code if isinstance(exc, APIStatusError) else None
     logger.warning(
-        "retrying in %.2fs after attempt %d failed: %s",
+        "retrying in %.2fs after attempt %d failed: %s (POST %s session=%s key=%s)",
         retry_state.upcoming_sleep,
         retry_state.attempt_number,
         type(exc).__name__,
+        extra.get("path"),
+        extra.get("session_id"),
+        extra.get("idempotency_key"),
+        extra={
+            **extra,
+            "attempt": retry_state.attempt_number,
+            "status": status,
+            "error": type(exc).__name__,
+            "delay": retry_state.upcoming_sleep,
+        },
     )
+
+
+def _before_sleep(
+    extra: Mapping[str, object] | None,
+    on_retry: Callable[[int, BaseException, float], Awaitable[None]] | None,
+) -> Callable[[RetryCallState], Awaitable[None]]:
+    """tenacity's ``before_sleep``: log the retry, then tell ``on_retry``."""
+
+    async def before_sleep(retry_state: RetryCallState) -> None:
+        _log_retry(retry_state, extra)
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if on_retry is not None and exc is not None:
+            await on_retry(retry_state.attempt_number, exc, retry_state.upcoming_sleep)
+
+    return before_sleep
 
 
 def _record(attempts: list[Attempt], number: int, exc: BaseException, started: float) -> None:
@@ -314,6 +349,8 @@ async def retry_failed_call(
     limiter: AdaptiveLimiter | None = None,
     idempotency_key: str | None = None,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    on_retry: Callable[[int, BaseException, float], Awaitable[None]] | None = None,
+    log_extra: Mapping[str, object] | None = None,
 ) -> T:
     """Carry on a call whose first attempt (begun at ``started``) failed with ``first``.
 
@@ -326,7 +363,9 @@ async def retry_failed_call(
     the first attempt went through too. ``sleep`` waits between attempts (the
     client's ends early when it closes). The final error carries every
     attempt and is truthful about them (see the module docstring).
-    Cancellation is never retried nor swallowed.
+    Cancellation is never retried nor swallowed. Before each back-off the retry is
+    logged (with ``log_extra`` in the record's ``extra``) and ``on_retry(attempt,
+    error, delay)`` is awaited.
     """
     attempts: list[Attempt] = []
     _record(attempts, 1, first, started)
@@ -342,7 +381,11 @@ async def retry_failed_call(
         stop=stop,
         wait=_Wait(policy, flow),
         retry=_RetryIf(policy, has_key),
-        before_sleep=_log_retry,
+        before_sleep=(
+            _log_retry
+            if on_retry is None and log_extra is None
+            else _before_sleep(log_extra, on_retry)
+        ),
         reraise=True,
     )
     paced = gate is not None or limiter is not None

@@ -53,13 +53,15 @@ from .config import (
     UNSET,
     ClientState,
 )
-from .errors import ClientClosedError
+from .errors import ClientClosedError, InvalidArgumentError
 
 if TYPE_CHECKING:
+    import aiohttp
     from typing_extensions import Unpack
 
     from .config import RetryPolicy, Timeout, Unset
     from .conversation import Conversation, Turn
+    from .hooks import EventHooks
     from .inputs import (
         CompletionInput,
         CompletionOptions,
@@ -92,6 +94,13 @@ class Samsar:
     Takes the same arguments as :class:`~samsar_async.AsyncSamsar` (checked
     here, at once) and offers the same resource, ``client.assistant``, with
     blocking methods. See the module docstring.
+
+    Two differences, because the client runs on its own loop in its own
+    thread: ``connector`` must be a function returning an
+    ``aiohttp.BaseConnector`` (it is called on that loop when the pool opens,
+    and the client closes what it returns), and there is no ``http_session``
+    (a session belongs to the loop that made it). ``event_hooks`` run on the
+    client's loop thread.
     """
 
     def __init__(
@@ -108,7 +117,18 @@ class Samsar:
         serialize_sessions: bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
+        event_hooks: EventHooks | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
+        connector: Callable[[], aiohttp.BaseConnector] | None = None,
+        trust_env: bool = False,
+        proxy: str | None = None,
     ) -> None:
+        if connector is not None and not callable(connector):
+            raise InvalidArgumentError(
+                "connector",
+                "a sync client runs its own event loop: pass a function that makes the "
+                "connector (called on that loop), not a connector",
+            )
         self._async = AsyncSamsar(
             api_key,
             base_url=base_url,
@@ -121,7 +141,13 @@ class Samsar:
             serialize_sessions=serialize_sessions,
             max_response_bytes=max_response_bytes,
             allow_insecure_http=allow_insecure_http,
+            event_hooks=event_hooks,
+            trace_configs=trace_configs,
+            connector=connector,
+            trust_env=trust_env,
+            proxy=proxy,
         )
+        self._parent: Samsar | None = None
         self._lock = threading.Lock()
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
@@ -140,7 +166,7 @@ class Samsar:
     @property
     def state(self) -> ClientState:
         """The client's :class:`~samsar_async.config.ClientState`, as for ``AsyncSamsar``."""
-        return ClientState.CLOSED if self._closed else self._async.state
+        return ClientState.CLOSED if self._gone() else self._async.state
 
     @property
     def async_client(self) -> AsyncSamsar:
@@ -162,12 +188,52 @@ class Samsar:
     ) -> None:
         self.close()
 
+    def with_options(
+        self,
+        *,
+        timeout: Timeout | float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        retry_budget: RetryBudget | Unset | None = UNSET,
+        default_headers: Mapping[str, str] | None = None,
+        idempotency_keys: bool | Unset = UNSET,
+        event_hooks: EventHooks | Unset | None = UNSET,
+    ) -> Samsar:
+        """A client like this one with some options changed, sharing its pool and its thread.
+
+        See :meth:`AsyncSamsar.with_options <samsar_async.AsyncSamsar.with_options>`.
+        Closing the new client does not close the pool nor stop the thread;
+        closing this one does both.
+        """
+        if self._closed:
+            raise ClientClosedError(_CLOSED)
+        derived = self._async.with_options(
+            timeout=timeout,
+            retry=retry,
+            retry_budget=retry_budget,
+            default_headers=default_headers,
+            idempotency_keys=idempotency_keys,
+            event_hooks=event_hooks,
+        )
+        new = Samsar.__new__(Samsar)
+        new._async = derived
+        new._parent = self if self._parent is None else self._parent
+        new._lock = threading.Lock()
+        new._portal_cm = None
+        new._portal = None
+        new._closed = False
+        new.assistant = SyncAssistant(new)
+        return new
+
     def close(self) -> None:
         """Close the connections and join the background thread. Idempotent.
 
         Calls still running in other threads are cancelled (they raise
-        :class:`~samsar_async.errors.ClientClosedError`).
+        :class:`~samsar_async.errors.ClientClosedError`). A client made by
+        :meth:`with_options` only closes itself.
         """
+        if self._parent is not None:
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -182,8 +248,17 @@ class Samsar:
         finally:
             portal_cm.__exit__(None, None, None)  # joins the thread
 
+    def _gone(self) -> bool:
+        """Whether this client, or the one whose pool it shares, is closed."""
+        parent = self._parent
+        return self._closed or (parent is not None and parent._closed)
+
     def _started(self) -> BlockingPortal:
         """The running portal, started on first use."""
+        if self._parent is not None:
+            if self._closed:
+                raise ClientClosedError(_CLOSED)
+            return self._parent._started()
         portal = self._portal
         if portal is not None:
             return portal
@@ -208,13 +283,13 @@ class Samsar:
         try:
             future = portal.start_task_soon(functools.partial(func, *args, **kwargs))
         except RuntimeError:
-            if self._closed:
+            if self._gone():
                 raise ClientClosedError(_CLOSED) from None
             raise
         try:
             return future.result()
         except concurrent.futures.CancelledError:
-            if self._closed:
+            if self._gone():
                 raise ClientClosedError("the client was closed during the call") from None
             raise
         except BaseException:
@@ -231,7 +306,7 @@ class Samsar:
                 yield item
         finally:
             aclose = getattr(iterator, "aclose", None)
-            if aclose is not None and not self._closed:
+            if aclose is not None and not self._gone():
                 self.run(aclose)
 
 
@@ -429,7 +504,7 @@ class SyncBatch:
         with self._lock:
             self._done = True
             context, self._context = self._context, None
-        if context is not None and not self._client._closed:
+        if context is not None and not self._client._gone():
             context.__exit__(None, None, None)
 
     def _enter(self) -> BatchRun:

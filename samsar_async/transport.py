@@ -32,17 +32,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from threading import get_ident
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
 import attrs
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from .errors import (
     APIConnectionError,
@@ -57,9 +59,14 @@ from .errors import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
-__all__ = ["RawResponse", "Transport"]
+__all__ = ["ConnectorOption", "RawResponse", "Transport"]
+
+ConnectorOption = aiohttp.BaseConnector | Callable[[], aiohttp.BaseConnector]
+"""A connector you own, or a function making one the client owns (called inside the loop)."""
 
 _READ_CHUNK = 256 * 1024
+
+logger = logging.getLogger("samsar_async")
 
 
 def _no_loop() -> bool:
@@ -103,11 +110,27 @@ class Transport:
 
     The session is created lazily, inside the running event loop, on first
     use; :meth:`close` releases it. ``headers`` are sent with every request.
+
+    Brought by the user instead: ``connector`` (an instance is theirs and is
+    never closed; a function is called when the pool opens, and what it
+    returns is closed with the session) or ``http_session`` (theirs: used as
+    it is, on their loop, ``headers`` sent per request, never closed).
+    ``proxy`` is the URL of an HTTP proxy for every request (its credentials,
+    if any, go in ``Proxy-Authorization`` to the proxy only).
+
+    With a proxy, ``headers`` are sent with each request rather than set as
+    the session's defaults: aiohttp adds a session's default headers to the
+    ``CONNECT`` request it sends the proxy, and turns an ``Authorization``
+    among them into ``Proxy-Authorization``: the API key would go to the proxy.
     """
 
     headers: Mapping[str, str] = attrs.field(repr=False)
     max_connections: int
     max_response_bytes: int
+    trace_configs: tuple[aiohttp.TraceConfig, ...] = attrs.field(default=(), repr=False)
+    connector: ConnectorOption | None = attrs.field(default=None, repr=False)
+    http_session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
+    proxy: str | None = attrs.field(default=None, repr=False)  # may hold the proxy's password
     _session: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     # The loop that opened the session, and an async generator parked on that loop:
@@ -120,6 +143,23 @@ class Transport:
     _watch: AsyncGenerator[None, None] | None = attrs.field(default=None, init=False, repr=False)
     # Calls sleeping between attempts (see sleep()): woken by close().
     _sleepers: set[asyncio.Future[None]] = attrs.field(factory=set, init=False, repr=False)
+    # Per-request keyword arguments (proxy, ...), or None when there are none.
+    _extra: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
+    # Whether ``headers`` go with each request (not as the session's defaults).
+    _per_request: bool = attrs.field(default=False, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        extra: dict[str, Any] = {}
+        if self.proxy is not None:
+            url = URL(self.proxy)
+            auth = aiohttp.BasicAuth.from_url(url)
+            extra["proxy"] = url.with_user(None) if auth is not None else url
+            if auth is not None:
+                extra["proxy_headers"] = {"Proxy-Authorization": auth.encode()}
+        if self.http_session is not None:
+            extra["raise_for_status"] = False
+        self._extra = extra or None
+        self._per_request = self.proxy is not None or self.http_session is not None
 
     @property
     def closed(self) -> bool:
@@ -140,6 +180,18 @@ class Transport:
         if old is not None and loop is self._loop:
             self._thread = threading.get_ident()  # the same loop, now run by another thread
             return old
+        user = self.http_session
+        if user is not None:  # the user's: never closed nor dropped here
+            if user.closed:
+                raise ClientClosedError(
+                    "the aiohttp.ClientSession passed as http_session= is closed"
+                )
+            self._session = user
+            self._loop = loop
+            self._thread = threading.get_ident()
+            self._loop_running = loop.is_running
+            logger.info("sending on the aiohttp.ClientSession passed as http_session=")
+            return user
         if old is not None:
             old_loop = self._loop
             if old_loop is not None and old_loop is not loop and old_loop.is_running():
@@ -150,26 +202,45 @@ class Transport:
             # The loop that opened the pool is closed or stopped: nothing can be awaited
             # on it. Drop the pool (what can be closed without that loop is closed).
             self._session = None
-            _abandon(old)
+            _abandon(old, close_connector=not isinstance(self.connector, aiohttp.BaseConnector))
         self._finish_watch()
         # anyio loads its event-loop backend on first use (~15 ms of imports): let
         # that happen here, once, when the pool opens, rather than in the middle
         # of a later retry sleep, batch or image save.
         anyio.get_cancelled_exc_class()
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=False,
-        )
+        given = self.connector
+        connector: aiohttp.BaseConnector
+        if given is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=False,
+            )
+        elif isinstance(given, aiohttp.BaseConnector):
+            connector = given
+        else:
+            connector = given()
+            if not isinstance(connector, aiohttp.BaseConnector):
+                raise TypeError(
+                    f"connector= returned {type(connector).__name__}, not an aiohttp.BaseConnector"
+                )
         session = aiohttp.ClientSession(
             connector=connector,
-            headers=dict(self.headers),
+            connector_owner=not isinstance(given, aiohttp.BaseConnector),
+            headers=None if self._per_request else dict(self.headers),
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
             trust_env=False,
             raise_for_status=False,
+            trace_configs=list(self.trace_configs) or None,
         )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "opened the connection pool (%s%s)",
+                "your connector" if given is not None else f"{self.max_connections} connections",
+                "" if self.proxy is None else f", proxy {URL(self.proxy).host}",  # no password
+            )
         self._session = session
         self._loop = loop
         self._thread = threading.get_ident()
@@ -212,7 +283,8 @@ class Transport:
 
         Calls still using it end with :class:`ClientClosedError`. Called from
         another loop than the one that opened the pool: closed on that loop if
-        it still runs, dropped without awaiting if it has stopped.
+        it still runs, dropped without awaiting if it has stopped. A session or
+        a connector the user passed in is left open.
         """
         self._closed = True
         for sleeper in self._sleepers:
@@ -221,14 +293,15 @@ class Transport:
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
         self._finish_watch()
-        if session is None or session.closed:
+        if session is None or session.closed or session is self.http_session:
             return
         if loop is None or loop is asyncio.get_running_loop():
             await session.close()
+            logger.info("closed the connection pool")
         elif loop.is_running():
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.close(), loop))
         else:
-            _abandon(session)
+            _abandon(session, close_connector=not isinstance(self.connector, aiohttp.BaseConnector))
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` between two attempts of a call; :meth:`close` ends the wait
@@ -264,14 +337,24 @@ class Transport:
         session = self._session
         if session is None or self._thread != get_ident() or not self._loop_running():
             session = self._open()
+        extra = self._extra
         try:
-            async with session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as resp:
+            if extra is None:
+                request = session.post(
+                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                )
+            else:
+                if self._per_request:  # never the session's defaults: see the class docstring
+                    headers = {**self.headers, **headers} if headers else self.headers
+                request = session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    **extra,
+                )
+            async with request as resp:
                 length = resp.content_length
                 if (
                     length is not None
@@ -293,6 +376,13 @@ class Transport:
                     sent=False,
                 ) from None
             raise
+        except aiohttp.ClientHttpProxyError as exc:
+            raise APIConnectionError(
+                f"the proxy refused the tunnel to {_host(url)} (status {exc.status}); "
+                "nothing was sent",
+                sent=False,
+                idempotency_key=idempotency_key,
+            ) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise APIConnectTimeoutError(
                 f"timed out getting a connection to {_host(url)}: nothing was sent",
@@ -339,8 +429,10 @@ class Transport:
         try:
             async with session.get(
                 url,
+                headers=self.headers if self._per_request else None,
                 timeout=aiohttp.ClientTimeout(total=within, ceil_threshold=_NO_CEIL),
                 allow_redirects=False,
+                **(self._extra or {}),  # through the proxy, if any, as every request
             ) as resp:
                 resp.release()
                 return resp.status not in (502, 503, 504)
@@ -408,16 +500,17 @@ def _closed_during(exc: BaseException) -> ClientClosedError:
     )
 
 
-def _abandon(session: aiohttp.ClientSession) -> None:
+def _abandon(session: aiohttp.ClientSession, *, close_connector: bool = True) -> None:
     """Drop a session whose loop has stopped, without awaiting on that loop.
 
     The session is detached (it counts as closed) and its connector closed as far
-    as can be done synchronously: on a closed loop aiohttp leaves the sockets to
-    the garbage collector; on a stopped one their closing waits for that loop.
+    as can be done synchronously (unless ``close_connector`` is false: the
+    user's): on a closed loop aiohttp leaves the sockets to the garbage
+    collector; on a stopped one their closing waits for that loop.
     """
     connector = session.connector
     session.detach()
-    if connector is None:
+    if connector is None or not close_connector:
         return
     try:
         waiter = connector.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings
 
 from samsar_async import AsyncSamsar, RetryPolicy
@@ -45,6 +46,18 @@ async def client(server: MockSamsarServer) -> AsyncIterator[AsyncSamsar]:
         server.api_key, base_url=server.url, retry=RetryPolicy(initial_backoff=0, max_backoff=0)
     ) as c:
         yield c
+
+
+@pytest.fixture
+def server_in_thread() -> Iterator[MockSamsarServer]:
+    """A MockSamsarServer on its own loop thread (for tests of the sync client)."""
+    with start_blocking_portal("asyncio") as portal:
+        srv = MockSamsarServer()
+        portal.call(srv.start)
+        try:
+            yield srv
+        finally:
+            portal.call(srv.close)
 
 
 @pytest.fixture
