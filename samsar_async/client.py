@@ -54,8 +54,21 @@ class AsyncSamsar(BaseClient):
         adaptive_concurrency: cap the calls in flight with a limit that falls on
             429s / ``Retry-After`` and grows back (CUBIC); off by default. See
             :attr:`concurrency_limit`.
+        event_hooks: :class:`~samsar_async.hooks.EventHooks` called around
+            each attempt (see :mod:`samsar_async.hooks`).
+        trace_configs: ``aiohttp.TraceConfig`` objects for the client's own session.
+        connector: an ``aiohttp.BaseConnector`` you own (never closed by the
+            client), or a function returning one, called inside the loop when
+            the pool opens (the client closes what it returns).
+        http_session: an ``aiohttp.ClientSession`` you own: the client sends on
+            it and never closes it.
+        trust_env: use the environment's ``HTTPS_PROXY`` (and ``NO_PROXY``),
+            read once, here.
+        proxy: an HTTP proxy URL for every request (``https://`` base URLs are
+            tunnelled: the proxy never sees the API key).
 
-    All arguments but ``api_key`` are keyword-only.
+    All arguments but ``api_key`` are keyword-only. :meth:`with_options` makes a
+    variant sharing the connection pool.
     """
 
     @functools.cached_property

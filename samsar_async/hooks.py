@@ -15,7 +15,7 @@ Three kinds, each a sequence of plain or ``async`` callables taking one event:
   (``attempt`` 1, then 2, 3, ... for the retries);
 - ``on_response`` (:class:`ResponseEvent`): after each attempt, with its
   HTTP ``status``, or with ``status=None`` and ``error`` when no answer came
-  (connection failed, timed out);
+  (connection failed, timed out); an attempt cut short by cancellation has none;
 - ``on_retry`` (:class:`RetryEvent`): when a failed attempt is going to be
   retried, before the back-off ``delay``.
 
