@@ -319,3 +319,16 @@ def test_an_interrupt_while_waiting_cancels_the_call(threaded: Threaded, client:
         finally:
             threaded.portal.call(server.resume)
         assert second.result().output_text.endswith("next")
+
+
+def test_constructor_mirrors_the_async_client() -> None:
+    """Samsar takes AsyncSamsar's arguments (http_session aside: a session belongs to a loop)."""
+    import inspect
+
+    from samsar_async import AsyncSamsar
+
+    sync_params = set(inspect.signature(Samsar.__init__).parameters) - {"self"}
+    async_params = set(inspect.signature(AsyncSamsar.__init__).parameters) - {"self"}
+    assert sync_params == async_params - {"http_session"}
+    with_sync = set(inspect.signature(Samsar.with_options).parameters)
+    assert with_sync == set(inspect.signature(AsyncSamsar.with_options).parameters)
