@@ -20,14 +20,20 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import pytest
 
 
 def self_signed(*hosts: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A self-signed certificate for ``hosts``: ``(server context, client context)``."""
+    """A self-signed certificate for ``hosts``: ``(server context, client context)``.
+
+    Skips the test without ``cryptography`` (a test dependency).
+    """
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     now = datetime.datetime.now(datetime.timezone.utc)
