@@ -10,7 +10,8 @@ The convention for blocks:
   must be complete, imports included, and is checked exactly as written.
 - Any other block is a *fragment*: the body of an ``async def`` (so ``await``,
   ``async for`` and ``async with`` may appear at its top level), continuing the
-  quick start. It is checked inside this preamble, which provides:
+  quick start. It is checked inside this preamble, which provides those of
+  these names that it uses without defining them itself:
 
   =============  ============================================================
   ``client``     an open :class:`samsar_async.AsyncSamsar`
@@ -58,12 +59,7 @@ PYTHON_VERSION = "3.10"  # the oldest Python the package supports
 UNTYPED_LIBRARIES: frozenset[str] = frozenset({"ray"})
 """Top-level packages whose public signatures pyright --strict reports as partially unknown."""
 
-KNOWN_FAILURES: dict[str, str] = {
-    'if event.type == "response.output_text.delta":': (
-        "issue 10: stream events do not narrow on `event.type` until they are a "
-        "discriminated union; remove this entry when they are"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 """A text that identifies a block (a substring of it) -> why it is expected to fail."""
 
 UNKNOWN_RULES_OFF = (
@@ -71,12 +67,13 @@ UNKNOWN_RULES_OFF = (
     "reportUnknownArgumentType=false, reportUnknownParameterType=false\n"
 )
 
-FRAGMENT_PARAMETERS = (
-    "    client: _samsar.AsyncSamsar,\n"
-    "    session_id: str,\n"
-    "    resp: _samsar.Response,\n"
-    "    rows: _Iterable[tuple[str, str]],\n"
-)
+FRAGMENT_CONTEXT: dict[str, str] = {
+    "client": "_samsar.AsyncSamsar",
+    "session_id": "str",
+    "resp": "_samsar.Response",
+    "rows": "_Iterable[tuple[str, str]]",
+}
+"""The names a fragment may use without defining them, and their types."""
 
 
 @dataclass(frozen=True)
@@ -161,16 +158,25 @@ def fragment_source(block: Block, public: frozenset[str]) -> tuple[str, int]:
         for node in ast.walk(tree)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
     }
-    needed = sorted((used & public) - imported)
+    bound = imported | {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del))
+    }
+    needed = sorted((used & public) - bound)
+    context = [name for name in FRAGMENT_CONTEXT if name in used - bound]
+    parameters = "".join(f"    {name}: {FRAGMENT_CONTEXT[name]},\n" for name in context)
     header = (
         f"# README.md line {block.line}: a fragment, completed by tools/check_readme.py.\n"
         "# pyright: reportUnusedVariable=false\n"
-        "from collections.abc import Iterable as _Iterable\n\n"
-        "import samsar_async as _samsar\n"
     )
+    if "_Iterable[" in parameters:
+        header += "from collections.abc import Iterable as _Iterable\n"
+    if "_samsar." in parameters:
+        header += "import samsar_async as _samsar\n"
     if needed:
         header += f"from samsar_async import {', '.join(needed)}\n"
-    header += f"\n\nasync def fragment(\n{FRAGMENT_PARAMETERS}) -> None:\n"
+    header += f"\n\nasync def fragment(\n{parameters}) -> None:\n"
     body = "".join(
         f"    {line}" if line.strip() else "\n" for line in block.source.splitlines(True)
     )
