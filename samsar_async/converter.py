@@ -475,7 +475,7 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     return conv
 
 
-converter = _make_converter(detailed_validation=False)
+converter: cattrs.Converter = _make_converter(detailed_validation=False)
 """The SDK's converter: every hook is generated once, at import, without detailed
 validation (fast). When it fails, :data:`_explainer` (the same hooks with
 detailed validation) structures the payload again to say where and why."""

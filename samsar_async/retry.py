@@ -81,7 +81,7 @@ __all__ = [
     "classify",
 ]
 
-logger = logging.getLogger("samsar_async")
+logger: logging.Logger = logging.getLogger("samsar_async")
 
 T = TypeVar("T")
 

@@ -156,7 +156,7 @@ class Samsar:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
         self._closed = False
-        self.assistant = SyncAssistant(self)
+        self.assistant: SyncAssistant = SyncAssistant(self)
         """The Assistant API resource."""
 
     def __repr__(self) -> str:

@@ -81,6 +81,9 @@ class RawResponse:
     """
 
     __slots__ = ("body", "headers", "status")
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
 
     def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
         self.status = status

@@ -6,10 +6,12 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 
 from samsar_async import (
@@ -451,7 +453,9 @@ async def test_closed_client_and_states(server: MockSamsarServer, session_id: st
             pass
 
 
-def test_client_created_outside_a_loop_works_inside_one(server_url_key: tuple[str, str]) -> None:
+def test_client_created_outside_a_loop_works_inside_one(
+    server_url_key: tuple[str, str, str],
+) -> None:
     url, key, session = server_url_key
     c = AsyncSamsar(key, base_url=url)  # no running loop here
 
@@ -463,27 +467,12 @@ def test_client_created_outside_a_loop_works_inside_one(server_url_key: tuple[st
 
 
 @pytest.fixture
-def server_url_key() -> Any:
-    """A server in its own thread's loop, for a client built outside any loop."""
-    import threading
-
-    ready = threading.Event()
-    stop = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def serve() -> None:
-        async with MockSamsarServer() as srv:
-            box["v"] = (srv.url, srv.api_key, srv.create_session())
-            ready.set()
-            while not stop.is_set():
-                await anyio.sleep(0.01)
-
-    thread = threading.Thread(target=anyio.run, args=(serve,), daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield box["v"]
-    stop.set()
-    thread.join(10)
+def server_url_key() -> Iterator[tuple[str, str, str]]:
+    """A server on its own thread's event loop, for a client built outside any loop."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        server = portal.call(MockSamsarServer)
+        with portal.wrap_async_context_manager(server):
+            yield server.url, server.api_key, portal.call(server.create_session)
 
 
 async def test_api_key_never_leaks(
@@ -511,14 +500,18 @@ async def test_api_key_never_leaks(
 
 
 async def test_connection_cap(server: MockSamsarServer) -> None:
-    server.latency = 0.005
+    server.pause()
     sessions = [server.create_session() for _ in range(60)]
     client = AsyncSamsar(server.api_key, base_url=server.url, max_connections=4)
     async with client, anyio.create_task_group() as tg:
         for s in sessions:
             tg.start_soon(client.assistant.complete, s, "x")
+        await server.wait_until(lambda srv: srv.held == 4)  # four calls at once...
+        await anyio.wait_all_tasks_blocked()
+        assert server.in_flight == 4  # ...and no fifth while they hold their connections
+        server.resume()
     assert len(server.ledger) == 60
-    assert 1 < server.max_in_flight <= 4
+    assert server.max_in_flight == 4
     assert len(server.peers) <= 4  # connections are pooled and reused
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import struct
 import sys
+import threading
 import warnings
 import zlib
 from collections.abc import Callable
@@ -839,35 +840,55 @@ async def test_cached_data_is_written_without_decoding(
 # ------------------------------------------------------------------- event loop, cancellation
 
 
+def hand_over_mid_decode(
+    monkeypatch: pytest.MonkeyPatch, base: _base64.Decoder
+) -> tuple[anyio.Event, threading.Event, list[bool], list[int]]:
+    """Wrap ``base`` so that the worker thread meets a task on the event loop mid-decode.
+
+    Before chunk 2 the worker sets ``mid_decode`` on the loop (through
+    ``anyio.from_thread``, which fails on the loop's own thread and waits for
+    the loop to run it); before chunk 3 it waits until something on the loop
+    sets ``answered`` and records whether that happened. ``chunks`` counts the
+    decoded chunks. No timing: each side waits for the other's signal.
+    """
+    mid_decode = anyio.Event()
+    answered = threading.Event()
+    met: list[bool] = []
+    chunks = [0]
+
+    def decode(text: str) -> bytes:
+        chunks[0] += 1
+        if chunks[0] == 2:
+            anyio.from_thread.run_sync(mid_decode.set)
+        elif chunks[0] == 3:
+            met.append(answered.wait(30))  # a hang guard, not a measurement
+        return base.decode(text)
+
+    monkeypatch.setattr(_base64, "DECODER", _base64.Decoder("probe", decode, base.chunk_chars))
+    return mid_decode, answered, met, chunks
+
+
 @pytest.mark.parametrize("decoder", ["stdlib", "default"])
 async def test_large_save_keeps_event_loop_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
 ) -> None:
+    """Another task runs on the event loop while the image is still being decoded."""
     raw = payload(20 * 1024 * 1024)
     img = image(raw)
-    ticks = 0
-    marks: list[int] = []  # the tick count when each chunk starts decoding
-    if decoder == "stdlib":
-        probe(monkeypatch, _base64.STDLIB.chunk_chars, lambda _n: marks.append(ticks))
+    base = _base64.STDLIB if decoder == "stdlib" else _base64.DECODER
+    mid_decode, answered, met, chunks = hand_over_mid_decode(monkeypatch, base)
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await anyio.sleep(0.001)
-            ticks += 1
+    async def other_task() -> None:
+        await mid_decode.wait()
+        answered.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
-        before = ticks
+        tg.start_soon(other_task)
         dest = await save_image(img, tmp_path)
-        after = ticks
-        tg.cancel_scope.cancel()
 
-    assert after - before > 0
-    if decoder == "stdlib":
-        assert len(marks) > 50
-        # The loop ran while chunks were still being decoded, not only around them.
-        assert marks[-1] - marks[0] > 0
+    assert met == [True]  # the other task ran between chunks 2 and 3
+    expected_chunks = -(-len(img.b64) // base.chunk_chars)
+    assert chunks[0] == expected_chunks > 3  # decoded in bounded chunks, each once
     assert dest.stat().st_size == len(raw)
     assert dest.read_bytes() == raw
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import pytest
 
-from samsar_async import AsyncSamsar, ImageDecodeError, ImageGenerationTool
+from samsar_async import AsyncSamsar, ImageDecodeError, ImageGenerationTool, _base64
 from samsar_async.images import save_image, save_images
 from samsar_async.testing import Fault, MockSamsarServer
 
@@ -80,29 +82,48 @@ async def test_failed_calls_yield_no_image_and_bad_base64_raises(
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
-async def test_large_image_save_leaves_the_loop_running(tmp_path: Path) -> None:
+async def test_large_image_save_leaves_the_loop_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole API call completes on the same client while a 20 MB image is decoded."""
     async with MockSamsarServer(image_bytes=20 * 1024 * 1024) as server:
         session = server.create_session()
         async with AsyncSamsar(server.api_key, base_url=server.url) as c:
             resp = await c.assistant.complete(session, "poster", tools=[FORCE], tool_choice=FORCE)
             [image] = resp.images
             assert image.size == 20 * 1024 * 1024
-            ticks = 0
-            saving = True
+            mid_decode = anyio.Event()
+            answered = threading.Event()
+            met: list[bool] = []
+            chunks = 0
+            base = _base64.DECODER
 
-            async def ticker() -> None:
-                nonlocal ticks
-                while saving:
-                    ticks += 1
-                    await anyio.sleep(0.001)
+            def decode(text: str) -> bytes:
+                # The worker meets the loop between chunks 2 and 3 (no timing:
+                # each side waits for the other's signal).
+                nonlocal chunks
+                chunks += 1
+                if chunks == 2:
+                    anyio.from_thread.run_sync(mid_decode.set)
+                elif chunks == 3:
+                    met.append(answered.wait(30))  # a hang guard, not a measurement
+                return base.decode(text)
+
+            probe = _base64.Decoder("probe", decode, base.chunk_chars)
+            monkeypatch.setattr(_base64, "DECODER", probe)
+            during: list[str] = []
+
+            async def call_meanwhile() -> None:
+                await mid_decode.wait()
+                during.append((await c.assistant.complete(session, "meanwhile")).output_text)
+                answered.set()
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(ticker)
-                before = ticks
+                tg.start_soon(call_meanwhile)
                 path = await save_image(image, tmp_path)
-                during = ticks - before
-                saving = False
-    assert during > 0  # other tasks kept running while 20 MB were decoded and written
+    assert met == [True]
+    assert during == ["Reply 2 to: meanwhile"]
+    assert chunks > 3
     assert path.stat().st_size == 20 * 1024 * 1024
     with path.open("rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

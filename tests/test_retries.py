@@ -309,12 +309,30 @@ async def test_cancellation_releases_connections(server: MockSamsarServer) -> No
 async def test_cancellation_is_not_retried_or_swallowed(
     server: MockSamsarServer, session_id: str
 ) -> None:
-    server.faults.add(Fault.status(503), times=None)
-    async with make_client(server, retry=RetryPolicy(initial_backoff=30, max_backoff=30)) as c:
-        with anyio.move_on_after(0.5) as scope:
-            await c.assistant.complete(session_id, "x")  # cancelled in its back-off sleep
-        assert scope.cancelled_caught
-    assert attempts_seen(server) == 1
+    # The server asks for a 30 s wait, so the back-off is exactly that (no jitter);
+    # the cancellation is requested when the client announces the retry, just
+    # before it sleeps, and is delivered in that sleep: no race with a timer.
+    server.faults.add(Fault.status(503, retry_after=30), times=None)
+    announced: list[str] = []
+
+    class CancelOnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            announced.append(record.getMessage())
+            scope.cancel()
+
+    handler = CancelOnRetry(logging.WARNING)
+    logger = logging.getLogger("samsar_async")
+    logger.addHandler(handler)
+    try:
+        async with make_client(server, retry=RetryPolicy(max_attempts=3)) as c:
+            with anyio.CancelScope() as scope:
+                await c.assistant.complete(session_id, "x")  # cancelled in its back-off sleep
+            assert scope.cancelled_caught  # the cancellation propagated, not swallowed
+    finally:
+        logger.removeHandler(handler)
+    assert len(announced) == 1
+    assert announced[0].startswith("retrying in 30.00s")
+    assert attempts_seen(server) == 1  # and was not retried
 
 
 async def test_response_size_cap(server: MockSamsarServer, session_id: str) -> None:

@@ -62,12 +62,14 @@ async def test_direct_calls_and_helper_share_the_order(
 
 
 async def test_sessions_run_in_parallel(client: AsyncSamsar, server: MockSamsarServer) -> None:
-    server.latency = 0.01
+    server.pause()
     sessions = [server.create_session() for _ in range(10)]
     async with anyio.create_task_group() as tg:
         for s in sessions:
             tg.start_soon(client.assistant.complete, s, "x")
-    assert server.max_sessions_in_flight > 1
+        await server.wait_until(lambda srv: srv.held == 10)  # every session at once
+        server.resume()
+    assert server.max_sessions_in_flight == 10
     assert server.session_overlaps == 0
 
 

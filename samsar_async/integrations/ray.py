@@ -68,7 +68,7 @@ from ..requests_file import (
 
 if TYPE_CHECKING:
     import pyarrow
-    import ray.data
+    from ray.data import Dataset
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -197,12 +197,12 @@ class SamsarMapper:
             raise InvalidArgumentError("job_name", "must be a non-empty string")
         self.job_name = job_name
         self.key_column = key_column
-        self.order_column = order_column or key_column
+        self.order_column: str = order_column or key_column
         self.concurrency = concurrency
         self.base_url = base_url
         self.images_dir = images_dir
         self.api_key_env = api_key_env
-        self.client_options = dict(client_options or {})
+        self.client_options: dict[str, Any] = dict(client_options or {})
         self._client: AsyncSamsar | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -319,7 +319,7 @@ def result_schema() -> pyarrow.Schema:
 
 
 def complete_dataset(
-    ds: ray.data.Dataset,
+    ds: Dataset,
     *,
     job_name: str,
     key_column: str = "row_key",
@@ -333,7 +333,7 @@ def complete_dataset(
     mapper: type[SamsarMapper] = SamsarMapper,
     mapper_options: dict[str, Any] | None = None,
     client_options: dict[str, Any] | None = None,
-) -> ray.data.Dataset:
+) -> Dataset:
     """Complete every row of ``ds`` on a pool of ``actors``; returns the lazy result dataset.
 
     Rows sharing a ``session_id`` go to one block (a hash repartition into

@@ -50,7 +50,7 @@ from ..sse import CONTENT_TYPE, KEEPALIVE, encode
 
 __all__ = ["EventStreamResponse"]
 
-logger = logging.getLogger(__name__)
+logger: logging.Logger = logging.getLogger(__name__)
 
 _DEFAULT_HEADERS: Mapping[str, str] = {
     # Given as a header, so that Starlette does not append "; charset=utf-8".
@@ -142,7 +142,7 @@ class EventStreamResponse(StreamingResponse):
         headers: Mapping[str, str] | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
-        self.keepalive = _check_keepalive(keepalive)
+        self.keepalive: float | None = _check_keepalive(keepalive)
         """Seconds between keep-alive comments while idle, or ``None``."""
         self.events = events
         """The events being sent."""

@@ -726,7 +726,7 @@ class MockSamsarServer:
         self.latency = latency
         """Seconds of simulated generation per completion (may be changed at any time)."""
         self.image_bytes = image_bytes
-        self.faults = FaultPlan()
+        self.faults: FaultPlan = FaultPlan()
         """Faults to inject; see :class:`~samsar_async.testing.faults.FaultPlan`."""
         self.requests: list[RecordedRequest] = []
         """Every request received, in start order."""
@@ -734,14 +734,14 @@ class MockSamsarServer:
         """Every charge, in order."""
         self.peers: set[tuple[str, int]] = set()
         """Client sockets (host, port) seen: fewer peers than requests means reused connections."""
-        self.in_flight = 0
+        self.in_flight: int = 0
         """API requests (both endpoints) whose handler is running now."""
-        self.max_in_flight = 0
-        self.session_overlaps = 0
+        self.max_in_flight: int = 0
+        self.session_overlaps: int = 0
         """Requests that started while another request of the same session_id was in flight."""
-        self.max_sessions_in_flight = 0
+        self.max_sessions_in_flight: int = 0
         """Most distinct session_ids in flight at one moment."""
-        self.held = 0
+        self.held: int = 0
         """API requests waiting at the :meth:`pause` gate now."""
 
         self.outages: list[Outage] = []
