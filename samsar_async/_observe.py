@@ -46,11 +46,11 @@ class CallInfo:
     def __init__(
         self, method: str, path: str, url: str, session_id: str | None, idempotency_key: str | None
     ) -> None:
-        self.method = method
-        self.path = path
-        self.url = url
-        self.session_id = session_id
-        self.idempotency_key = idempotency_key
+        self.method: str = method
+        self.path: str = path
+        self.url: str = url
+        self.session_id: str | None = session_id
+        self.idempotency_key: str | None = idempotency_key
 
 
 class CallWatch:

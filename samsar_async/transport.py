@@ -66,7 +66,7 @@ ConnectorOption = aiohttp.BaseConnector | Callable[[], aiohttp.BaseConnector]
 
 _READ_CHUNK = 256 * 1024
 
-logger = logging.getLogger("samsar_async")
+logger: logging.Logger = logging.getLogger("samsar_async")
 
 
 def _no_loop() -> bool:

@@ -106,7 +106,9 @@ class SamsarInstrumentation(CallObserver):
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        self.tracer: trace.Tracer = trace.get_tracer(
+            _SCOPE, __version__, tracer_provider=tracer_provider
+        )
         meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
         self._calls = meter.create_counter(
             "samsar.client.calls", unit="{call}", description="Logical API calls, by outcome"
@@ -130,8 +132,8 @@ class SamsarInstrumentation(CallObserver):
             description="Duration of a logical call, waits and retries included",
         )
         parts = urlsplit(base_url)
-        self.server_address = parts.hostname or ""
-        self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.server_address: str = parts.hostname or ""
+        self.server_port: int = parts.port or (443 if parts.scheme == "https" else 80)
 
     def start(self, call: CallInfo) -> CallWatch | None:
         """The spans and measurements of one call."""
