@@ -164,6 +164,18 @@ class Assistant:
             extra_headers=request.extra_headers,
         )
 
+    async def _send_adaptive(self, request: CompletionRequest) -> Response:
+        """:meth:`_send` under the client's adaptive concurrency limit."""
+        return await self._client._post(
+            COMPLETION_PATH,
+            request_body(request),
+            parse_completion,
+            session_id=request.session_id,
+            idempotency_key=request.idempotency_key,
+            extra_headers=request.extra_headers,
+            adaptive=True,
+        )
+
     def stream(
         self,
         session_id: str,
@@ -244,6 +256,7 @@ class Assistant:
         ordered: bool = False,
         stop_on_error: bool = False,
         min_credits: Decimal | int | str | None = None,
+        adaptive: bool = True,
     ) -> BatchRun:
         """Run many completions, at most ``concurrency`` at once; iterate the results.
 
@@ -252,10 +265,15 @@ class Assistant:
         ``stop_on_error``. Once the last seen ``x-credits-remaining`` is below
         ``min_credits``, no new call is sent: the rest come back with a
         :class:`~samsar_async.errors.CreditBudgetExceededError` error.
+        ``adaptive`` (on by default) runs the calls under the client's adaptive
+        concurrency limit: on 429s the batch slows down for the whole account
+        instead of failing (see the README's reliability section).
         See :mod:`samsar_async.batch`.
         """
+        if not isinstance(adaptive, bool):
+            raise InvalidArgumentError("adaptive", "must be True or False")
         return BatchRun(
-            self._send,
+            self._send_adaptive if adaptive else self._send,
             requests,
             concurrency=concurrency,
             ordered=ordered,

@@ -246,3 +246,20 @@ async def test_options_are_checked_when_the_batch_is_made(
         client.assistant.complete_many(requests, **options)  # type: ignore[arg-type]
     assert info.value.field == field
     assert server.requests == []
+
+
+async def test_complete_many_adapts_to_429_by_default(server: MockSamsarServer) -> None:
+    """complete_many runs under the adaptive limit unless told otherwise: an account
+    limit of 4 with 32 workers lowers the limit instead of failing calls."""
+    server.latency = 0.01  # calls overlap, so the 5th concurrent one is refused
+    server.set_concurrency_limit(4, retry_after=0.01)
+    sessions = [server.create_session() for _ in range(60)]
+    requests = [CompletionRequest(session_id=s, input="x") for s in sessions]
+    async with (
+        AsyncSamsar(server.api_key, base_url=server.url) as c,
+        c.assistant.complete_many(requests, concurrency=32) as run,
+    ):
+        results = [r async for r in run]
+        assert c.concurrency_limit < 32  # lowered by the 429s
+    assert all(r.ok for r in results)
+    assert len(server.ledger) == 60
