@@ -26,10 +26,13 @@ import-linter checks this contract in CI (``[tool.importlinter]`` in
     base client  _base_client (BaseClient: config, the pool, one call with retries)
                  >  _observe (event hooks and tracing watch the calls)
     transport    transport (aiohttp) | retry (tenacity) | _turns (session FIFO)
+                 >  _flow (outage gate, adaptive concurrency)
     converter    converter (cattrs: builders -> JSON, JSON -> models and events; pure)
-    data         events (stream events)  >  inputs | models  >  config | hooks (event hooks)
-                 >  _validators | _base64  >  errors | _json | _version | _logs (SAMSAR_LOG)
-                 (no I/O anywhere here)
+    data         events (stream events)  >  inputs | models
+                 >  _wire_checks (what may be sent) | _imagebody (image answers, incremental)
+                 >  config | hooks (event hooks)  >  _validators | _base64
+                 >  errors | _json | _version | _logs (SAMSAR_LOG)
+                 (no I/O anywhere here but _imagebody's temporary files)
 
 Data flows one way: builders (``inputs``) are validated and turned into JSON by
 the ``converter``, sent by the ``transport``, and the answer is turned back
