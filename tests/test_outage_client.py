@@ -181,7 +181,10 @@ async def test_without_the_limiter_a_429_storm_fails_calls(server: MockSamsarSer
     requests = [CompletionRequest(session_id=s, input="x") for s in sessions]
     errors: list[BaseException] = []
     client = make_client(server, max_connections=64, retry_budget=None)
-    async with client, client.assistant.complete_many(requests, concurrency=64) as results:
+    async with (
+        client,
+        client.assistant.complete_many(requests, concurrency=64, adaptive=False) as results,
+    ):
         async for result in results:
             if result.error is not None:
                 errors.append(result.error)
