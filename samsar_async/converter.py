@@ -482,9 +482,19 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
 
 converter: cattrs.Converter = _make_converter(detailed_validation=False)
 """The SDK's converter: every hook is generated once, at import, without detailed
-validation (fast). When it fails, :data:`_explainer` (the same hooks with
+validation (fast). When it fails, :func:`_explainer` (the same hooks with
 detailed validation) structures the payload again to say where and why."""
-_explainer = _make_converter(detailed_validation=True)
+_explainer_converter: cattrs.Converter | None = None
+
+
+def _explainer() -> cattrs.Converter:
+    """The converter with detailed validation, built on the first invalid answer (only
+    failures need it, so neither the import nor a valid answer pays for it)."""
+    global _explainer_converter
+    if _explainer_converter is None:
+        _explainer_converter = _make_converter(detailed_validation=True)
+    return _explainer_converter
+
 
 _OUTPUT = tuple[OutputItem, ...]
 _structure_output_fn = converter.get_structure_hook(_OUTPUT)
@@ -500,7 +510,7 @@ def _validation_error(
     idempotency_key: str | None,
 ) -> APIResponseValidationError:
     try:
-        _explainer.structure(payload, cls)
+        _explainer().structure(payload, cls)
     except Exception as exc:
         details = "; ".join(cattrs.transform_error(exc, path=what))
     else:  # pragma: no cover - the fast converter and the explainer agree
