@@ -41,6 +41,16 @@ TOP_MODULES = 15
 _LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)\s*$")
 
 
+def _import_env() -> dict[str, str]:
+    """The child environment, with bytecode caches allowed: an installed package has
+    them, and with ``PYTHONDONTWRITEBYTECODE`` set (as on some CI and dev machines)
+    every run would compile this checkout's modules from source, which aiohttp (with
+    the caches its install wrote) never pays."""
+    env = common._child_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
     """``(module, self µs, cumulative µs, depth)`` per line of ``-X importtime`` output."""
     rows = []
@@ -57,7 +67,7 @@ def measure(module: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"import {module}"],
         cwd=common.REPO_ROOT,
-        env=common._child_env(),
+        env=_import_env(),
         capture_output=True,
         text=True,
         check=False,
@@ -95,7 +105,7 @@ def _callgrind_total(code: str, out_file: str) -> int:
         code,
     ]
     done = subprocess.run(
-        cmd, cwd=common.REPO_ROOT, env=common._child_env(), capture_output=True, check=False
+        cmd, cwd=common.REPO_ROOT, env=_import_env(), capture_output=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"callgrind of {code!r} failed:\n{done.stderr[-4000:]!r}")

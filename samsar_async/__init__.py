@@ -41,13 +41,12 @@ below ``client`` imports it.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING
 
 from ._logs import setup_from_env as _setup_logging_from_env
 from ._version import __version__
-from .batch import BatchResult, BatchRun
 from .client import AsyncSamsar
 from .config import UNSET, ClientState, RetryPolicy, Timeout, Unset
-from .conversation import Conversation, Turn
 from .errors import (
     APIConnectionError,
     APIConnectTimeoutError,
@@ -77,28 +76,7 @@ from .errors import (
     UnprocessableEntityError,
     UsageError,
 )
-from .events import (
-    ContentPartAdded,
-    ContentPartDone,
-    ErrorEvent,
-    ImageGenerationCompleted,
-    ImageGenerationInProgress,
-    OutputItemAdded,
-    OutputItemDone,
-    OutputTextDelta,
-    OutputTextDone,
-    RefusalDelta,
-    RefusalDone,
-    ResponseCompleted,
-    ResponseCreated,
-    ResponseFailed,
-    ResponseIncomplete,
-    ResponseInProgress,
-    StreamEvent,
-    UnknownEvent,
-)
 from .hooks import EventHooks, RequestEvent, ResponseEvent, RetryEvent
-from .images import GeneratedImage, UnknownImageFormatWarning
 from .inputs import (
     CompletionInput,
     CompletionOptions,
@@ -111,6 +89,7 @@ from .inputs import (
 )
 from .models import (
     Credits,
+    GeneratedImage,
     ImageGenerationCall,
     OutputMessage,
     OutputText,
@@ -122,7 +101,32 @@ from .models import (
     Usage,
 )
 from .retry import RetryBudget
-from .sync import Samsar
+
+if TYPE_CHECKING:
+    from .batch import BatchResult, BatchRun
+    from .conversation import Conversation, Turn
+    from .events import (
+        ContentPartAdded,
+        ContentPartDone,
+        ErrorEvent,
+        ImageGenerationCompleted,
+        ImageGenerationInProgress,
+        OutputItemAdded,
+        OutputItemDone,
+        OutputTextDelta,
+        OutputTextDone,
+        RefusalDelta,
+        RefusalDone,
+        ResponseCompleted,
+        ResponseCreated,
+        ResponseFailed,
+        ResponseIncomplete,
+        ResponseInProgress,
+        StreamEvent,
+        UnknownEvent,
+    )
+    from .images import UnknownImageFormatWarning
+    from .sync import Samsar
 
 # A library never configures logging; this keeps its WARNINGs off stderr unless the app opts in
 # (or sets SAMSAR_LOG=debug|info: see samsar_async._logs).
@@ -215,15 +219,58 @@ __all__ = [
 ]
 
 
+# Names whose modules a plain complete() does not need: imported on first access
+# (module __getattr__ below), then cached in this module's globals. The
+# TYPE_CHECKING imports above give type checkers the same names.
+_LAZY = {
+    "BatchResult": "batch",
+    "BatchRun": "batch",
+    "ContentPartAdded": "events",
+    "ContentPartDone": "events",
+    "Conversation": "conversation",
+    "ErrorEvent": "events",
+    "ImageGenerationCompleted": "events",
+    "ImageGenerationInProgress": "events",
+    "OutputItemAdded": "events",
+    "OutputItemDone": "events",
+    "OutputTextDelta": "events",
+    "OutputTextDone": "events",
+    "RefusalDelta": "events",
+    "RefusalDone": "events",
+    "ResponseCompleted": "events",
+    "ResponseCreated": "events",
+    "ResponseFailed": "events",
+    "ResponseInProgress": "events",
+    "ResponseIncomplete": "events",
+    "Samsar": "sync",
+    "StreamEvent": "events",
+    "Turn": "conversation",
+    "UnknownEvent": "events",
+    "UnknownImageFormatWarning": "images",
+}
+
 _DEPRECATED = {"Session": "Conversation", "CreditBudgetExceeded": "CreditBudgetExceededError"}
 
 
 def __getattr__(name: str) -> object:
-    """Deprecated aliases (removed in the next release): they warn, then resolve."""
+    """Lazily imported names, and deprecated aliases (removed in the next release):
+    they warn, then resolve."""
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups never come back here
+        return value
     new = _DEPRECATED.get(name)
     if new is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import warnings
 
     warnings.warn(f"samsar_async.{name} is renamed {new}", DeprecationWarning, stacklevel=2)
-    return globals()[new]
+    return __getattr__(new) if new in _LAZY else globals()[new]
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazily imported ones included."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -14,20 +14,21 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ._validators import check
-from .batch import DEFAULT_CONCURRENCY, BatchRun
-from .config import UNSET, Timeout, Unset
-from .conversation import Conversation
+from .config import DEFAULT_CONCURRENCY, UNSET, Timeout, Unset
 from .converter import completion_body, parse_completion, parse_system_prompt, request_body
 from .errors import APIStatusError, InvalidArgumentError, SamsarError
-from .events import ErrorEvent, StreamEvent
 from .inputs import CompletionRequest
-from .streaming import check_chunk_chars, events_from_response
 
 if TYPE_CHECKING:
+    # Imported where used (streaming, conversations, batches): a plain complete() needs
+    # none of them, so `import samsar_async` does not load them.
     from typing_extensions import Unpack
 
     from ._base_client import BaseClient
+    from .batch import BatchRun
     from .config import RetryPolicy
+    from .conversation import Conversation
+    from .events import ErrorEvent, StreamEvent
     from .inputs import CompletionInput, CompletionOptions, ImageGenerationTool, ToolChoice
     from .models import Response, SystemPrompt
 
@@ -43,6 +44,8 @@ def _check_session_id(session_id: str) -> str:
 
 def _error_event(exc: SamsarError) -> ErrorEvent:
     """The ``error`` event reporting a failed call."""
+    from .events import ErrorEvent
+
     param = None
     if isinstance(exc, APIStatusError) and isinstance(exc.body, Mapping):
         error = exc.body.get("error")
@@ -215,6 +218,8 @@ class Assistant:
         raised, by this call for ``chunk_chars`` and by the first iteration,
         before any event, for the others. Cancellation propagates.
         """
+        from .streaming import check_chunk_chars
+
         check_chunk_chars(chunk_chars)
         return self._stream(session_id, input, chunk_chars, options)
 
@@ -232,11 +237,15 @@ class Assistant:
         except SamsarError as exc:
             yield _error_event(exc)
             return
+        from .streaming import events_from_response
+
         for event in events_from_response(response, chunk_chars=chunk_chars):
             yield event
 
     def conversation(self, session_id: str) -> Conversation:
         """The conversation helper for ``session_id``: its turns, credits and usage."""
+        from .conversation import Conversation
+
         return Conversation(self.complete, _check_session_id(session_id))
 
     def session(self, session_id: str) -> Conversation:
@@ -272,6 +281,8 @@ class Assistant:
         """
         if not isinstance(adaptive, bool):
             raise InvalidArgumentError("adaptive", "must be True or False")
+        from .batch import BatchRun
+
         return BatchRun(
             self._send_adaptive if adaptive else self._send,
             requests,

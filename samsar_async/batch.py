@@ -40,6 +40,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._validators import positive_int
+from .config import DEFAULT_CONCURRENCY
 from .errors import CreditBudgetExceededError, InvalidArgumentError, UsageError
 from .inputs import CompletionRequest
 from .models import Response
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["DEFAULT_CONCURRENCY", "BatchResult", "BatchRun"]
-
-DEFAULT_CONCURRENCY = 64
-"""Calls in flight at once when ``concurrency`` is not given."""
 
 
 @attrs.frozen

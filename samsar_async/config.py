@@ -54,6 +54,9 @@ DEFAULT_BASE_URL: Final = "https://api.samsar.one/v1"
 DEFAULT_MAX_CONNECTIONS: Final = 100
 """Cap on concurrent HTTP connections of one client (the aiohttp connector's ``limit``)."""
 
+DEFAULT_CONCURRENCY: Final = 64
+"""Calls in flight at once in ``complete_many`` when ``concurrency`` is not given."""
+
 DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 """Largest response body read; a larger one raises ``APIResponseValidationError``."""
 

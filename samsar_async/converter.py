@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Context, Decimal, InvalidOperation
-from typing import Any, Optional, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Optional, Protocol, get_args
 
 import attrs
 import cattrs
@@ -48,7 +48,6 @@ from .errors import (
     StreamDecodeError,
     status_error_class,
 )
-from .events import ImageGenerationCompleted, StreamEvent, UnknownEvent
 from .inputs import (
     CompletionRequest,
     ImageGenerationTool,
@@ -74,12 +73,18 @@ from .models import (
     Usage,
 )
 
+if TYPE_CHECKING:
+    # The event hooks are built on first use (_load_event_hooks), with this import:
+    # a plain complete() needs neither, so `import samsar_async` does not pay for them.
+    from .events import ImageGenerationCompleted, StreamEvent
+
 __all__ = [
     "Answer",
     "completion_body",
     "converter",
     "event_from_dict",
     "event_to_dict",
+    "load_event_hooks",
     "model_to_dict",
     "parse_completion",
     "parse_credits",
@@ -477,9 +482,19 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
 
 converter: cattrs.Converter = _make_converter(detailed_validation=False)
 """The SDK's converter: every hook is generated once, at import, without detailed
-validation (fast). When it fails, :data:`_explainer` (the same hooks with
+validation (fast). When it fails, :func:`_explainer` (the same hooks with
 detailed validation) structures the payload again to say where and why."""
-_explainer = _make_converter(detailed_validation=True)
+_explainer_converter: cattrs.Converter | None = None
+
+
+def _explainer() -> cattrs.Converter:
+    """The converter with detailed validation, built on the first invalid answer (only
+    failures need it, so neither the import nor a valid answer pays for it)."""
+    global _explainer_converter
+    if _explainer_converter is None:
+        _explainer_converter = _make_converter(detailed_validation=True)
+    return _explainer_converter
+
 
 _OUTPUT = tuple[OutputItem, ...]
 _structure_output_fn = converter.get_structure_hook(_OUTPUT)
@@ -495,7 +510,7 @@ def _validation_error(
     idempotency_key: str | None,
 ) -> APIResponseValidationError:
     try:
-        _explainer.structure(payload, cls)
+        _explainer().structure(payload, cls)
     except Exception as exc:
         details = "; ".join(cattrs.transform_error(exc, path=what))
     else:  # pragma: no cover - the fast converter and the explainer agree
@@ -1115,6 +1130,8 @@ def model_to_dict(model: Response | OutputItem | OutputContent) -> dict[str, Any
     copy of their ``data``. A message's or image call's ``status`` and
     ``revised_prompt`` are left out when ``None``.
     """
+    if _structure_event_fn is None:
+        _load_event_hooks()
     return converter.unstructure(model)  # type: ignore[no-any-return]
 
 
@@ -1258,6 +1275,8 @@ def _image_event_hooks(
     structure: _StructureHook, unstructure: _UnstructureHook
 ) -> tuple[_StructureHook, _UnstructureHook]:
     """ImageGenerationCompleted's hooks: ``image`` travels as ``"result"``, its base64."""
+    from .events import ImageGenerationCompleted
+
     kind = ImageGenerationCompleted.type
 
     def structure_image(data: Mapping[str, Any], cl: Any) -> ImageGenerationCompleted:
@@ -1278,16 +1297,10 @@ def _image_event_hooks(
     return structure_image, unstructure_image
 
 
-def _structure_unknown_event(data: Mapping[str, Any], _type: Any) -> UnknownEvent:
-    return UnknownEvent(data["type"], dict(data))
-
-
-def _unstructure_unknown_event(event: UnknownEvent) -> dict[str, Any]:
-    return dict(event.data)
-
-
 def _register_event_hooks(conv: cattrs.Converter) -> dict[str, _StructureHook]:
     """Register every event class's hooks on ``conv``; the structure hooks by ``type``."""
+    from .events import ImageGenerationCompleted, StreamEvent, UnknownEvent
+
     by_type: dict[str, _StructureHook] = {}
     for cls in get_args(StreamEvent):
         if cls is UnknownEvent:
@@ -1305,29 +1318,50 @@ def _register_event_hooks(conv: cattrs.Converter) -> dict[str, _StructureHook]:
     return by_type
 
 
-_EVENT_STRUCTURE_HOOKS = _register_event_hooks(converter)
+_EVENT_STRUCTURE_HOOKS: dict[str, _StructureHook] = {}
+"""Each event type's structure hook, by ``type``: filled by :func:`_load_event_hooks`."""
+_structure_event_fn: _StructureHook | None = None
+"""StreamEvent's structure hook, once :func:`_load_event_hooks` registered it."""
 
 
-def _structure_event(data: Any, _type: Any) -> StreamEvent:
-    # Not cattrs' tagged-union strategy (configure_tagged_union): with a default
-    # class, its tag table is a defaultdict that gains an entry for every unknown
-    # type it is asked about (a stream of made-up types would grow it without
-    # bound); its unstructure hook would overwrite UnknownEvent's type with a
-    # constant; and the checks below would be needed in front of it anyway.
-    if not isinstance(data, Mapping):
-        raise StreamDecodeError(f"an event must be a JSON object, not {type(data).__name__}")
-    kind = data.get("type")
-    if type(kind) is not str:
-        raise StreamDecodeError("an event must have a string 'type'")
-    hook = _EVENT_STRUCTURE_HOOKS.get(kind)
-    if hook is None:
-        return UnknownEvent(kind, dict(data))
-    return hook(data, None)  # type: ignore[no-any-return]
+def _load_event_hooks() -> _StructureHook:
+    """Generate and register the event and output-model hooks (once; on first use)."""
+    global _structure_event_fn
+    if _structure_event_fn is not None:
+        return _structure_event_fn
+    from .events import StreamEvent, UnknownEvent
+
+    def structure_event(data: Any, _type: Any) -> StreamEvent:
+        # Not cattrs' tagged-union strategy (configure_tagged_union): with a default
+        # class, its tag table is a defaultdict that gains an entry for every unknown
+        # type it is asked about (a stream of made-up types would grow it without
+        # bound); its unstructure hook would overwrite UnknownEvent's type with a
+        # constant; and the checks below would be needed in front of it anyway.
+        if not isinstance(data, Mapping):
+            raise StreamDecodeError(f"an event must be a JSON object, not {type(data).__name__}")
+        kind = data.get("type")
+        if type(kind) is not str:
+            raise StreamDecodeError("an event must have a string 'type'")
+        hook = _EVENT_STRUCTURE_HOOKS.get(kind)
+        if hook is None:
+            return UnknownEvent(kind, dict(data))
+        return hook(data, None)  # type: ignore[no-any-return]
+
+    _EVENT_STRUCTURE_HOOKS.update(_register_event_hooks(converter))
+    converter.register_structure_hook(StreamEvent, structure_event)
+    _register_model_unstructure_hooks(converter)
+    _structure_event_fn = converter.get_structure_hook(StreamEvent)
+    return _structure_event_fn
 
 
-converter.register_structure_hook(StreamEvent, _structure_event)
-_register_model_unstructure_hooks(converter)
-_structure_event_fn = converter.get_structure_hook(StreamEvent)
+def load_event_hooks() -> None:
+    """Make ``converter`` handle :data:`~samsar_async.events.StreamEvent` and the output
+    models (:func:`event_from_dict` and friends do this on their first call).
+
+    Only code that calls ``converter.structure``/``unstructure`` with events or
+    output models directly needs it; it is idempotent.
+    """
+    _load_event_hooks()
 
 
 def event_from_dict(data: Mapping[str, Any]) -> StreamEvent:
@@ -1344,7 +1378,10 @@ def event_from_dict(data: Mapping[str, Any]) -> StreamEvent:
     ``response.image_generation_call.completed`` its ``image`` from
     ``"result"`` when there is one.
     """
-    return _structure_event_fn(data, StreamEvent)  # type: ignore[no-any-return]
+    structure = _structure_event_fn
+    if structure is None:
+        structure = _load_event_hooks()
+    return structure(data, None)  # type: ignore[no-any-return]
 
 
 def event_to_dict(event: StreamEvent) -> dict[str, Any]:
@@ -1355,4 +1392,6 @@ def event_to_dict(event: StreamEvent) -> dict[str, Any]:
     image, when it has one. An :class:`~samsar_async.events.UnknownEvent`
     gives a copy of its ``data``.
     """
+    if _structure_event_fn is None:
+        _load_event_hooks()
     return converter.unstructure(event)  # type: ignore[no-any-return]

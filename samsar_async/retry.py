@@ -38,14 +38,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import attrs
-from tenacity import AsyncRetrying, RetryCallState
-from tenacity.retry import retry_base
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base, wait_random_exponential
 
 from ._flow import AdaptiveLimiter, OutageGate, is_outage_signal, is_throttle, run_attempt
 from .config import (
@@ -68,6 +64,11 @@ from .errors import (
     SamsarError,
     ServerUnreachableError,
 )
+
+if TYPE_CHECKING:
+    # tenacity is imported when a call is first retried (retry_failed_call), not with the
+    # package: a call that succeeds at once never needs it.
+    from tenacity import RetryCallState
 
 __all__ = [
     "DEFAULT_REFUSED_STATUSES",
@@ -155,7 +156,7 @@ def _is_retryable(exc: BaseException, policy: RetryPolicy, has_key: bool) -> boo
     return not (retry_after is not None and retry_after > policy.max_retry_after)
 
 
-class _RetryIf(retry_base):
+class _RetryIf:
     def __init__(self, policy: RetryPolicy, has_key: bool) -> None:
         self.policy = policy
         self.has_key = has_key
@@ -187,13 +188,15 @@ class _Flow:
         return self.limiter is not None and is_throttle(exc)
 
 
-class _Wait(wait_base):
+class _Wait:
     """Full-jitter exponential back-off, or the server's ``Retry-After`` when it sent one.
 
     No back-off after an outage failure while the gate is closed: the gate paces the retry.
     """
 
     def __init__(self, policy: RetryPolicy, flow: _Flow) -> None:
+        from tenacity.wait import wait_random_exponential
+
         self.jitter = wait_random_exponential(
             multiplier=policy.initial_backoff, max=policy.max_backoff
         )
@@ -211,7 +214,7 @@ class _Wait(wait_base):
         return float(self.jitter(retry_state))
 
 
-class _Stop(stop_base):
+class _Stop:
     """Stop at ``max_attempts``, at the deadline, or when the budget cannot pay the retry.
 
     Retries paced by the flow control count against neither ``max_attempts``
@@ -374,6 +377,8 @@ async def retry_failed_call(
     if policy.max_total_time is not None:
         limit = started + policy.max_total_time
         deadline = limit if deadline is None else min(deadline, limit)
+    from tenacity import AsyncRetrying  # first retry only: see the TYPE_CHECKING import
+
     flow = _Flow(gate, limiter)
     stop = _Stop(policy, deadline, budget, flow)
     retrying = AsyncRetrying(

@@ -948,7 +948,9 @@ def test_final_events_require_parsed() -> None:
 
 
 def test_the_converter_structures_the_union() -> None:
-    from samsar_async.converter import converter
+    from samsar_async.converter import converter, load_event_hooks
+
+    load_event_hooks()  # built on first use: event_from_dict() etc. do it themselves
 
     data = {
         "type": "response.output_text.delta",
@@ -971,6 +973,7 @@ def test_unknown_types_are_not_remembered() -> None:
     """A stream of made-up types leaves the converter's dispatch table as it was."""
     from samsar_async import converter
 
+    event_from_dict({"type": "response.made_up", "sequence_number": 0})
     before = dict(converter._EVENT_STRUCTURE_HOOKS)
     for i in range(1000):
         event = event_from_dict({"type": f"response.made_up_{i}", "sequence_number": i})
