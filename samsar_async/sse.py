@@ -86,7 +86,9 @@ def encode(event: StreamEvent, *, id: str | None = None) -> bytes:
     for an :class:`~samsar_async.events.UnknownEvent` the ``event:`` name is
     its ``event_type``. Raises :class:`~samsar_async.errors.InvalidArgumentError`
     when that name or ``id`` contains CR, LF or NUL (they cannot be sent in a
-    field).
+    field), and :class:`~samsar_async.errors.StreamDecodeError` when the event's
+    data cannot be written as JSON (an answer nested deeper than the JSON
+    encoder goes, say).
     """
     if isinstance(event, UnknownEvent):
         name = _check_field("event.event_type", event.event_type)
@@ -95,8 +97,14 @@ def encode(event: StreamEvent, *, id: str | None = None) -> bytes:
     head = "event: " + name + "\n"
     if id is not None:
         head += "id: " + _check_field("id", id) + "\n"
+    try:
+        data = _json.dumps(event_to_dict(event))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StreamDecodeError(
+            f"{name} event: its data cannot be written as JSON ({type(exc).__name__})"
+        ) from None
     # Compact JSON has no raw CR or LF: they are escaped inside strings.
-    return head.encode() + b"data: " + _json.dumps(event_to_dict(event)) + b"\n\n"
+    return head.encode() + b"data: " + data + b"\n\n"
 
 
 # --- decoding -------------------------------------------------------------------

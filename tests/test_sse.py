@@ -13,7 +13,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from samsar_async import _json, sse
+from samsar_async import AsyncSamsar, _json, sse
 from samsar_async.converter import structure_response
 from samsar_async.errors import InvalidArgumentError, StreamDecodeError
 from samsar_async.images import GeneratedImage
@@ -30,6 +30,7 @@ from samsar_async.streaming import (
     event_to_dict,
     events_from_response,
 )
+from samsar_async.testing import Fault, MockSamsarServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -516,3 +517,24 @@ async def test_stream_response_of_nothing() -> None:
 async def test_stream_response_refuses_bad_keepalive(keepalive: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="keepalive"):
         await sse.stream_response(None, events_source([]), keepalive=keepalive)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_an_event_too_deep_for_json_is_a_samsar_error(
+    client: AsyncSamsar, server: MockSamsarServer, session_id: str
+) -> None:
+    """A 2xx answer whose unknown item nests 800 levels: stream() yields its events,
+    and encoding one raises StreamDecodeError, never a raw TypeError/RecursionError."""
+    deep = b"[" * 800 + b"]" * 800
+    body = b'{"id":"r","object":"response","output":[{"type":"weird","x":' + deep + b"}]}"
+    server.faults.add(Fault.body(200, body, "application/json"))
+    events = [e async for e in client.assistant.stream(session_id, "x")]
+    assert events[-1].type == "response.completed"
+    failures = 0
+    for event in events:
+        try:
+            sse.encode(event)
+        except StreamDecodeError:
+            failures += 1
+    if _json.HAVE_ORJSON:  # (the standard library's encoder goes that deep)
+        assert failures >= 1  # the events that carry the deep item
