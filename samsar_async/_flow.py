@@ -177,10 +177,10 @@ class OutageGate:
             raise InvalidArgumentError("growth", "must be a number >= 1")
         self._probe = probe
         self.threshold = threshold
-        self.first_interval = float(first_interval)
-        self.growth = float(growth)
-        self.max_interval = float(max_interval)
-        self.probe_timeout = float(probe_timeout)
+        self.first_interval: float = float(first_interval)
+        self.growth: float = float(growth)
+        self.max_interval: float = float(max_interval)
+        self.probe_timeout: float = float(probe_timeout)
         self._rng = rng if rng is not None else random.Random()
         self._strikes = 0
         self._seen_up = False
@@ -190,13 +190,13 @@ class OutageGate:
         self._probing = False
         self._closed = False
         self._changed: anyio.Event | None = None
-        self.probes = 0
+        self.probes: int = 0
         """Probes run so far (all outages)."""
-        self.outages = 0
+        self.outages: int = 0
         """How many times the gate closed."""
-        self.waiting = 0
+        self.waiting: int = 0
         """Calls waiting at the gate now."""
-        self.steady = False
+        self.steady: bool = False
         """The server answered and nothing failed since (a plain attribute, read on
         every call's path: while it holds, a success has nothing to record)."""
 
@@ -366,6 +366,8 @@ class Ticket:
     """One attempt's slot in an :class:`AdaptiveLimiter` (give it back with ``release``)."""
 
     __slots__ = ("epoch", "started")
+    epoch: int
+    started: float
 
     def __init__(self, epoch: int, started: float) -> None:
         self.epoch = epoch
@@ -421,9 +423,9 @@ class AdaptiveLimiter:
             raise InvalidArgumentError("max_hold", "must be a number >= 0")
         self.maximum = maximum
         self.minimum = minimum
-        self.beta = float(beta)
-        self.scale = float(scale)
-        self.max_hold = float(max_hold)
+        self.beta: float = float(beta)
+        self.scale: float = float(scale)
+        self.max_hold: float = float(max_hold)
         self._clock = clock
         self._window = float(start)
         self._limit = start
@@ -440,9 +442,9 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self._closed = False
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.throttles = 0
+        self.throttles: int = 0
         """Throttled attempts seen."""
-        self.decreases = 0
+        self.decreases: int = 0
         """Times the limit was lowered."""
 
     def __repr__(self) -> str:

@@ -748,10 +748,10 @@ class MockSamsarServer:
         """Every outage made by :meth:`go_down`, in order."""
         self.concurrency_limit: int | None = None
         """See :meth:`set_concurrency_limit`."""
-        self.concurrency_retry_after = 0.1
+        self.concurrency_retry_after: float = 0.1
         self.rate_limit: float | None = None
         """See :meth:`set_rate_limit`."""
-        self.rate_burst = 1
+        self.rate_burst: int = 1
 
         self._requested_port = port
         self._port: int | None = None
