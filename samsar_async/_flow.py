@@ -366,6 +366,8 @@ class Ticket:
     """One attempt's slot in an :class:`AdaptiveLimiter` (give it back with ``release``)."""
 
     __slots__ = ("epoch", "started")
+    epoch: int
+    started: float
 
     def __init__(self, epoch: int, started: float) -> None:
         self.epoch: int = epoch
