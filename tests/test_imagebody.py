@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from samsar_async import _imagebody
+from samsar_async import _base64, _imagebody
 from samsar_async._imagebody import (
     IMAGE_ITEM_TYPE,
     ImageBody,
@@ -64,7 +64,7 @@ def strict_b64(text: str) -> bytes | None:
     if not text or len(text) % 4:
         return None
     try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+        return _base64.stdlib_decode(text)  # strict on every Python (3.10: regex + lenient)
     except (UnicodeEncodeError, binascii.Error):
         return None
 

@@ -82,6 +82,11 @@ async def test_a_caller_cancellation_during_close_stays_a_cancellation(
 
 
 @pytest.mark.anyio
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="3.10 has no Task.cancelling(): a cancel in the same instant as close() is "
+    "reported as ClientClosedError there (documented in transport.py)",
+)
 async def test_a_cancel_scope_around_a_waiting_call_still_cancels_at_close(
     server: MockSamsarServer,
 ) -> None:
