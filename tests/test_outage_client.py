@@ -111,18 +111,25 @@ async def test_calls_started_during_an_outage_wait_and_fail_unsent(
     async with make_client(server, timeout=Timeout(total=0.5)) as client:
         await client.assistant.complete(sid, "up")
         await server.go_down()
-        for text in ("x", "y"):  # the first trips the gate, the second waits at once
-            with pytest.raises(ServerUnreachableError) as info:
-                await client.assistant.complete(sid, text)
-            err = info.value
-            assert err.sent is False
-            assert not err.may_have_been_charged
-            assert err.unreachable_for > 0
+        # The first call trips the gate. Its pooled connection, closed by the server, is
+        # found dead when written to (not sent) or, depending on the platform's socket
+        # timing, only when read (outcome unknown: reported truthfully as such); either
+        # way it ends at its deadline while waiting at the gate.
+        with pytest.raises((ServerUnreachableError, OutcomeUnknownError)) as first:
+            await client.assistant.complete(sid, "x")
+        if isinstance(first.value, OutcomeUnknownError):
+            assert isinstance(first.value.last_error, ServerUnreachableError)
+        # The second waits at the closed gate at once: nothing is sent.
+        with pytest.raises(ServerUnreachableError) as info:
+            await client.assistant.complete(sid, "y")
+        err = info.value
+        assert err.sent is False
+        assert not err.may_have_been_charged
+        assert err.unreachable_for > 0
+        assert not any(a.may_have_been_charged for a in err.attempts)
         assert client.outage_gate is not None
         assert client.outage_gate.outages == 1
     assert len(server.ledger) == 1
-    # The pooled connection the server closed was found dead when written to: not sent.
-    assert [a.may_have_been_charged for a in info.value.attempts] == [False]
 
 
 async def test_close_releases_calls_waiting_for_the_server(server: MockSamsarServer) -> None:
