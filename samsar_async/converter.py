@@ -2,9 +2,11 @@
 
 Pure: bytes, mappings and builders in; JSON, models and exceptions out. It
 knows nothing of HTTP clients (the transport hands it a status, the headers
-and the body). A single :class:`cattrs.Converter` is built at import time,
-with every hook generated once; the per-call functions here only look hooks
-up in local variables. Models never import cattrs.
+and the body). A single :class:`cattrs.Converter` is built on first use (the
+first read of a response's ``output`` or ``usage``, the first system prompt or
+stream event: :func:`get_converter`), with every hook generated once; neither
+``import samsar_async`` nor a call that only reads ``output_text`` imports
+cattrs. Models never import cattrs.
 
 - Unstructuring: builders (:mod:`samsar_async.inputs`) to the API's JSON
   shapes, validated with the validators of
@@ -27,15 +29,13 @@ import email.utils
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Context, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Optional, Protocol, get_args
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-from cattrs.strategies import configure_tagged_union
 
 from . import _json
 from ._validators import unwrap_optional
@@ -74,9 +74,15 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    # The event hooks are built on first use (_load_event_hooks), with this import:
-    # a plain complete() needs neither, so `import samsar_async` does not pay for them.
+    # cattrs is imported, and the converter built, on first use (get_converter); the
+    # event hooks too (_load_event_hooks), with the events import: a plain complete()
+    # needs neither, so `import samsar_async` does not pay for them.
+    import cattrs
+
     from .events import ImageGenerationCompleted, StreamEvent
+
+    converter: cattrs.Converter
+    """The SDK's converter (:func:`get_converter`; built on first access)."""
 
 __all__ = [
     "Answer",
@@ -84,6 +90,7 @@ __all__ = [
     "converter",
     "event_from_dict",
     "event_to_dict",
+    "get_converter",
     "load_event_hooks",
     "model_to_dict",
     "parse_completion",
@@ -436,6 +443,10 @@ def _tuple_of(conv: cattrs.Converter, union: Any) -> Any:
 
 
 def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
+    import cattrs
+    from cattrs.gen import make_dict_structure_fn, override
+    from cattrs.strategies import configure_tagged_union
+
     conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=detailed_validation)
     for cls, hook in _UNSTRUCTURE_HOOKS:
         conv.register_unstructure_hook(cls, hook)
@@ -480,26 +491,61 @@ def _make_converter(*, detailed_validation: bool) -> cattrs.Converter:
     return conv
 
 
-converter: cattrs.Converter = _make_converter(detailed_validation=False)
-"""The SDK's converter: every hook is generated once, at import, without detailed
-validation (fast). When it fails, :func:`_explainer` (the same hooks with
-detailed validation) structures the payload again to say where and why."""
+_OUTPUT = tuple[OutputItem, ...]
+
+_lock = threading.RLock()
+"""Held while a converter or its hooks are built (the sync client's loop thread and
+the caller's threads may race to the first use)."""
+_converter: cattrs.Converter | None = None
 _explainer_converter: cattrs.Converter | None = None
+_structure_output_fn: Callable[[Any, Any], Any] | None = None
+_structure_usage_fn: Callable[[Any, Any], Any] | None = None
+_structure_system_prompt_fn: Callable[[Any, Any], Any] | None = None
+
+
+def get_converter() -> cattrs.Converter:
+    """The SDK's converter (also ``samsar_async.converter.converter``).
+
+    Built on first use, once per process: cattrs is imported and every hook
+    generated then, without detailed validation (fast). When it fails,
+    :func:`_explainer` (the same hooks with detailed validation) structures the
+    payload again to say where and why. :func:`load_event_hooks` adds the
+    stream events and the output models' unstructure hooks.
+    """
+    conv = _converter
+    if conv is None:
+        conv = _build_converter()
+    return conv
+
+
+def _build_converter() -> cattrs.Converter:
+    global _converter, _structure_output_fn, _structure_usage_fn, _structure_system_prompt_fn
+    with _lock:
+        if _converter is None:
+            conv = _make_converter(detailed_validation=False)
+            _structure_output_fn = conv.get_structure_hook(_OUTPUT)
+            _structure_usage_fn = conv.get_structure_hook(Usage)
+            _structure_system_prompt_fn = conv.get_structure_hook(SystemPrompt)
+            _converter = conv
+            globals()["converter"] = conv  # later module lookups skip __getattr__
+        return _converter
+
+
+def __getattr__(name: str) -> Any:
+    """``converter``: built on first access (see :func:`get_converter`)."""
+    if name == "converter":
+        return get_converter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _explainer() -> cattrs.Converter:
     """The converter with detailed validation, built on the first invalid answer (only
     failures need it, so neither the import nor a valid answer pays for it)."""
     global _explainer_converter
-    if _explainer_converter is None:
-        _explainer_converter = _make_converter(detailed_validation=True)
-    return _explainer_converter
-
-
-_OUTPUT = tuple[OutputItem, ...]
-_structure_output_fn = converter.get_structure_hook(_OUTPUT)
-_structure_usage_fn = converter.get_structure_hook(Usage)
-_structure_system_prompt_fn = converter.get_structure_hook(SystemPrompt)
+    with _lock:
+        if _explainer_converter is None:
+            _explainer_converter = _make_converter(detailed_validation=True)
+        return _explainer_converter
 
 
 def _validation_error(
@@ -512,6 +558,8 @@ def _validation_error(
     try:
         _explainer().structure(payload, cls)
     except Exception as exc:
+        import cattrs
+
         details = "; ".join(cattrs.transform_error(exc, path=what))
     else:  # pragma: no cover - the fast converter and the explainer agree
         details = "unexpected shape"
@@ -531,8 +579,13 @@ class _Parts:
         value = response.raw.get("output")
         if value is None:
             return ()
+        structure = _structure_output_fn
+        if structure is None:
+            _build_converter()
+            structure = _structure_output_fn
+            assert structure is not None
         try:
-            return _structure_output_fn(value, _OUTPUT)  # type: ignore[no-any-return]
+            return structure(value, _OUTPUT)  # type: ignore[no-any-return]
         except Exception:  # TypeError, KeyError, ... from the generated hooks
             raise _validation_error(
                 value, _OUTPUT, "response.output", 200, response.idempotency_key
@@ -542,8 +595,13 @@ class _Parts:
         value = response.raw.get("usage")
         if value is None:
             return None
+        structure = _structure_usage_fn
+        if structure is None:
+            _build_converter()
+            structure = _structure_usage_fn
+            assert structure is not None
         try:
-            return _structure_usage_fn(value, Usage)  # type: ignore[no-any-return]
+            return structure(value, Usage)  # type: ignore[no-any-return]
         except Exception:
             raise _validation_error(
                 value, Usage, "response.usage", 200, response.idempotency_key
@@ -710,8 +768,13 @@ def structure_system_prompt(
             f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
             status_code=status_code,
         )
+    structure = _structure_system_prompt_fn
+    if structure is None:
+        _build_converter()
+        structure = _structure_system_prompt_fn
+        assert structure is not None
     try:
-        prompt: SystemPrompt = _structure_system_prompt_fn(data, SystemPrompt)
+        prompt: SystemPrompt = structure(data, SystemPrompt)
     except Exception:
         raise _validation_error(data, SystemPrompt, "system prompt", status_code, None) from None
     return attrs.evolve(prompt, raw=data, headers=headers)
@@ -1076,6 +1139,8 @@ def parse_system_prompt(
 
 # Top-level Response fields that are OpenAI's (the others are the SDK's own).
 def _register_model_unstructure_hooks(conv: cattrs.Converter) -> None:
+    from cattrs.gen import make_dict_unstructure_fn, override
+
     def each(values: tuple[Any, ...]) -> list[Any]:
         return [conv.unstructure(value) for value in values]
 
@@ -1132,7 +1197,7 @@ def model_to_dict(model: Response | OutputItem | OutputContent) -> dict[str, Any
     """
     if _structure_event_fn is None:
         _load_event_hooks()
-    return converter.unstructure(model)  # type: ignore[no-any-return]
+    return get_converter().unstructure(model)  # type: ignore[no-any-return]
 
 
 _MISSING: Any = object()
@@ -1228,6 +1293,8 @@ _UnstructureHook = Callable[[Any], dict[str, Any]]
 
 def _event_hooks(conv: cattrs.Converter, cls: type[Any]) -> tuple[_StructureHook, _UnstructureHook]:
     """Generated structure and unstructure hooks for one event class."""
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     kind: str = cls.type
     attrs.resolve_types(cls)
     structure_overrides: dict[str, Any] = {}
@@ -1329,6 +1396,13 @@ def _load_event_hooks() -> _StructureHook:
     global _structure_event_fn
     if _structure_event_fn is not None:
         return _structure_event_fn
+    with _lock:
+        if _structure_event_fn is None:
+            _structure_event_fn = _make_event_hooks(get_converter())
+        return _structure_event_fn
+
+
+def _make_event_hooks(conv: cattrs.Converter) -> _StructureHook:
     from .events import StreamEvent, UnknownEvent
 
     def structure_event(data: Any, _type: Any) -> StreamEvent:
@@ -1347,11 +1421,10 @@ def _load_event_hooks() -> _StructureHook:
             return UnknownEvent(kind, dict(data))
         return hook(data, None)  # type: ignore[no-any-return]
 
-    _EVENT_STRUCTURE_HOOKS.update(_register_event_hooks(converter))
-    converter.register_structure_hook(StreamEvent, structure_event)
-    _register_model_unstructure_hooks(converter)
-    _structure_event_fn = converter.get_structure_hook(StreamEvent)
-    return _structure_event_fn
+    _EVENT_STRUCTURE_HOOKS.update(_register_event_hooks(conv))
+    conv.register_structure_hook(StreamEvent, structure_event)
+    _register_model_unstructure_hooks(conv)
+    return conv.get_structure_hook(StreamEvent)
 
 
 def load_event_hooks() -> None:
@@ -1394,4 +1467,4 @@ def event_to_dict(event: StreamEvent) -> dict[str, Any]:
     """
     if _structure_event_fn is None:
         _load_event_hooks()
-    return converter.unstructure(event)  # type: ignore[no-any-return]
+    return get_converter().unstructure(event)  # type: ignore[no-any-return]

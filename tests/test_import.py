@@ -20,6 +20,7 @@ from samsar_async.testing import MockSamsarServer
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 LAZY_MODULES = (
+    "cattrs",
     "tenacity",
     "anyio._backends",
     "samsar_async.batch",
@@ -101,6 +102,32 @@ async def test_lazy_names_resolve_on_first_access() -> None:
     loaded = await _loaded_after(code, _env())
     assert {"samsar_async.sync", "samsar_async.events", "samsar_async.batch"} <= set(loaded)
     assert "tenacity" not in loaded
+
+
+@pytest.mark.anyio
+async def test_the_converter_is_built_on_first_use(server: MockSamsarServer) -> None:
+    """cattrs is imported by the first read of ``output``, not by the call, and the
+    hooks it generates then serve every later response."""
+    session = server.create_session()
+    code = (
+        "import asyncio, os, sys\n"
+        "from samsar_async import AsyncSamsar, OutputMessage, Usage\n"
+        "from samsar_async import converter as conv\n"
+        "async def main():\n"
+        "    async with AsyncSamsar(os.environ['SAMSAR_API_KEY'],"
+        " base_url=os.environ['SAMSAR_BASE_URL']) as c:\n"
+        "        r = await c.assistant.complete(os.environ['SESSION'], 'hi')\n"
+        "        assert 'cattrs' not in sys.modules and conv._converter is None\n"
+        "        assert isinstance(r.output[0], OutputMessage)\n"
+        "        built = conv.get_converter()\n"
+        "        assert conv.converter is built and 'cattrs' in sys.modules\n"
+        "        r2 = await c.assistant.complete(os.environ['SESSION'], 'again')\n"
+        "        assert isinstance(r2.usage, Usage) and r2.output[0].content[0].text\n"
+        "        assert conv.get_converter() is built\n"
+        "asyncio.run(main())"
+    )
+    env = _env(SAMSAR_API_KEY=server.api_key, SAMSAR_BASE_URL=server.url, SESSION=session)
+    assert "cattrs" in await _loaded_after(code, env)
 
 
 def test_every_public_name_resolves() -> None:
