@@ -76,7 +76,6 @@ from .errors import (
     UnprocessableEntityError,
     UsageError,
 )
-from .hooks import EventHooks, RequestEvent, ResponseEvent, RetryEvent
 from .inputs import (
     CompletionInput,
     CompletionOptions,
@@ -125,6 +124,7 @@ if TYPE_CHECKING:
         StreamEvent,
         UnknownEvent,
     )
+    from .hooks import EventHooks, RequestEvent, ResponseEvent, RetryEvent
     from .images import UnknownImageFormatWarning
     from .sync import Samsar
 
@@ -229,6 +229,7 @@ _LAZY = {
     "ContentPartDone": "events",
     "Conversation": "conversation",
     "ErrorEvent": "events",
+    "EventHooks": "hooks",
     "ImageGenerationCompleted": "events",
     "ImageGenerationInProgress": "events",
     "OutputItemAdded": "events",
@@ -237,11 +238,14 @@ _LAZY = {
     "OutputTextDone": "events",
     "RefusalDelta": "events",
     "RefusalDone": "events",
+    "RequestEvent": "hooks",
     "ResponseCompleted": "events",
     "ResponseCreated": "events",
+    "ResponseEvent": "hooks",
     "ResponseFailed": "events",
     "ResponseInProgress": "events",
     "ResponseIncomplete": "events",
+    "RetryEvent": "hooks",
     "Samsar": "sync",
     "StreamEvent": "events",
     "Turn": "conversation",

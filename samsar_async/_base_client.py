@@ -55,13 +55,14 @@ from .errors import (
     ClientClosedError,
     InvalidArgumentError,
 )
-from .hooks import EventHooks
 from .retry import RetryBudget, retry_failed_call
 from .transport import ConnectorOption, Transport, client_timeout
 
 if TYPE_CHECKING:
     import aiohttp
     from typing_extensions import Self
+
+    from .hooks import EventHooks  # imported where an EventHooks is checked (rarely)
 
 __all__ = ["BaseClient"]
 
@@ -203,7 +204,11 @@ def _check_bool(field: str, value: object) -> bool:
 
 
 def _check_event_hooks(value: object) -> EventHooks | None:
-    if value is None or isinstance(value, EventHooks):
+    if value is None:
+        return None
+    from .hooks import EventHooks  # loaded already when value is one
+
+    if isinstance(value, EventHooks):
         return value or None
     raise InvalidArgumentError(
         "event_hooks", f"must be an EventHooks or None, not {type(value).__name__}"

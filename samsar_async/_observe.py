@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from .converter import parse_credits
 from .errors import APIError, APIStatusError, status_error_class
-from .hooks import EventHooks, RequestEvent, ResponseEvent, RetryEvent
 from .models import NO_HEADERS
 
 if TYPE_CHECKING:
     import aiohttp
 
+    # Imported where a hook runs: a client with hooks has loaded the module already
+    # (an EventHooks is made there), and `import samsar_async` does not need it.
+    from .hooks import EventHooks
     from .transport import RawResponse, Transport
 
 __all__ = ["CallInfo", "CallObserver", "CallWatch", "HookObserver", "Observers", "Trace"]
@@ -239,6 +241,8 @@ class _HookWatch(CallWatch):
     async def request(self, attempt: int, headers: dict[str, str]) -> None:
         hooks = self.hooks.on_request
         if hooks:
+            from .hooks import RequestEvent
+
             info = self.info
             event = RequestEvent(
                 method=info.method,
@@ -260,6 +264,8 @@ class _HookWatch(CallWatch):
     ) -> None:
         hooks = self.hooks.on_response
         if hooks:
+            from .hooks import ResponseEvent
+
             info = self.info
             credits = parse_credits(
                 headers.get("x-credits-charged"), headers.get("x-credits-remaining")
@@ -283,6 +289,8 @@ class _HookWatch(CallWatch):
     async def retry(self, attempt: int, error: BaseException, delay: float) -> None:
         hooks = self.hooks.on_retry
         if hooks:
+            from .hooks import RetryEvent
+
             info = self.info
             event = RetryEvent(
                 method=info.method,

@@ -26,6 +26,7 @@ LAZY_MODULES = (
     "samsar_async.batch",
     "samsar_async.conversation",
     "samsar_async.events",
+    "samsar_async.hooks",
     "samsar_async.images",
     "samsar_async.requests_file",
     "samsar_async.sse",
