@@ -33,11 +33,22 @@ __all__ = ["check_header", "check_headers", "check_json", "json_error"]
 
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
-_SURROGATE: Final = re.compile("[\\ud800-\\udfff]")
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE_CONTROL: Final = re.compile("[\\x00-\\x08\\x0a-\\x1f\\x7f\\ud800-\\udfff]")
+_VALUE_CONTROL: Final = re.compile("[\\x00-\\x08\\x0a-\\x1f\\x7f]")
 _FRAMING: Final = frozenset({"content-length", "transfer-encoding"})
 _TYPES: Final = "only str, int, float, bool, None, dicts and lists/tuples can be sent as JSON"
+_surrogate: re.Pattern[str] | None = None
+
+
+def _find_surrogate(text: str) -> re.Match[str] | None:
+    """The first lone surrogate (U+D800..U+DFFF) in ``text``, if any. The pattern is
+    compiled on first use: a character class beyond U+00FF costs the regex compiler
+    about 3 M instructions, which `import samsar_async` should not pay."""
+    global _surrogate
+    pattern = _surrogate
+    if pattern is None:
+        pattern = _surrogate = re.compile("[\\ud800-\\udfff]")
+    return pattern.search(text)
 
 
 class _Refused(Exception):
@@ -62,7 +73,7 @@ def _short_repr(value: object) -> str:
 
 
 def _check_str(value: str) -> None:
-    if not value.isascii() and _SURROGATE.search(value) is not None:
+    if not value.isascii() and _find_surrogate(value) is not None:
         raise _Refused(
             "contains a lone surrogate (U+D800..U+DFFF), which is not valid UTF-8 "
             "(decode the text with errors='replace'?)"
@@ -188,7 +199,7 @@ def _plain(value: Any, depth: int, count: list[int]) -> None:
         raise _UNUSUAL
     if type(value) is dict:
         for key in value:
-            if type(key) is not str or (not key.isascii() and _SURROGATE.search(key)):
+            if type(key) is not str or (not key.isascii() and _find_surrogate(key)):
                 raise _UNUSUAL
         items = value.values()
     else:
@@ -196,7 +207,7 @@ def _plain(value: Any, depth: int, count: list[int]) -> None:
     for item in items:
         kind = type(item)
         if kind is str:
-            if not item.isascii() and _SURROGATE.search(item):
+            if not item.isascii() and _find_surrogate(item):
                 raise _UNUSUAL
         elif kind is int:
             if not _INT_MIN <= item <= _INT_MAX:
@@ -275,7 +286,9 @@ def check_header(name: object, value: object, field: str) -> None:
         raise InvalidArgumentError(
             field, f"a header value must be a string, not {type(value).__name__}"
         )
-    if _VALUE_CONTROL.search(value) is not None:
+    if _VALUE_CONTROL.search(value) is not None or (
+        not value.isascii() and _find_surrogate(value) is not None
+    ):
         raise InvalidArgumentError(
             field, "the value contains CR, LF, NUL or another control character"
         )
