@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -36,6 +36,7 @@ class Otel:
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self._metrics: MetricsData | None = None
 
     def instrument(self, client: AsyncSamsar | Samsar) -> Any:
         return instrument(
@@ -46,7 +47,15 @@ class Otel:
         return list(self.exporter.get_finished_spans())
 
     def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
+        """The data points of metric ``name``, from one collection per test.
+
+        Collected once, on the first read (every test reads after its calls): up to
+        opentelemetry-sdk 1.22, a second collection with nothing recorded in between
+        reports cumulative histograms without points (1.20) or no metrics (1.21, 1.22).
+        """
+        if self._metrics is None:
+            self._metrics = self.reader.get_metrics_data()
+        data = self._metrics
         found = []
         for resource in data.resource_metrics if data else ():
             for scope in resource.scope_metrics:
