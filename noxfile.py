@@ -1,6 +1,6 @@
 """Developer tasks; CI (``.ci/run``) runs exactly what the README's test command runs::
 
-    nox -s tests lint typecheck readme verifytypes ray browser
+    nox -s tests lint typecheck readme verifytypes lowest ray browser
 
 - ``tests``: the suite on every supported Python, with the ``speedups`` extra and without it;
 - ``lowest``: the suite on the lowest versions the package declares (Python 3.10);
@@ -30,7 +30,7 @@ import nox
 
 nox.needs_version = ">=2024.10.9"
 nox.options.default_venv_backend = "uv|venv"
-nox.options.sessions = ["tests", "lint", "typecheck", "readme", "verifytypes"]
+nox.options.sessions = ["tests", "lint", "typecheck", "readme", "verifytypes", "lowest"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]  # every Python the package declares (>=3.10)
