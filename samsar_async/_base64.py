@@ -25,6 +25,7 @@ __all__ = [
     "OCTET_STREAM",
     "STDLIB",
     "Decoder",
+    "encode",
     "extension_for",
     "sniff_mime",
     "stdlib_decode",
@@ -144,3 +145,14 @@ def _select_decoder() -> Decoder:
 
 DECODER: Decoder = _select_decoder()
 """The decoder in use. Tests swap it (monkeypatch) to exercise both paths."""
+
+
+def encode(data: bytes | bytearray | memoryview) -> str:
+    """``data`` as standard base64 text (pybase64 when installed)."""
+    try:
+        import pybase64
+    except ImportError:
+        import base64
+
+        return base64.b64encode(data).decode("ascii")
+    return pybase64.b64encode(data).decode("ascii")

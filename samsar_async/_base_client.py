@@ -562,6 +562,7 @@ class BaseClient:
         idempotency_key: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         adaptive: bool | None = None,
+        images: bool = False,
     ) -> T:
         """POST ``body`` to ``path`` with retries; ``parse`` turns a 2xx answer into a result.
 
@@ -569,6 +570,8 @@ class BaseClient:
         ``idempotent`` says a repeat is harmless even without a key.
         ``adaptive`` runs the call under the adaptive concurrency limit
         (``None``: the client's ``adaptive_concurrency``).
+        ``images``: the request asks for images (the transport decodes them as
+        the answer arrives: see :meth:`Transport.post`).
         """
         transport = self._transport
         if transport.closed:
@@ -635,10 +638,15 @@ class BaseClient:
                 try:
                     if trace is None:
                         raw = await transport.post(
-                            url, data, headers=headers, timeout=first_timeout, idempotency_key=key
+                            url,
+                            data,
+                            headers=headers,
+                            timeout=first_timeout,
+                            idempotency_key=key,
+                            images=images,
                         )
                     else:
-                        raw = await trace.send(transport, 1, data, headers, first_timeout)
+                        raw = await trace.send(transport, 1, data, headers, first_timeout, images)
                     if 200 <= raw.status < 300:
                         result = parse(raw, key, session_id)
                         if logger.isEnabledFor(logging.DEBUG):
@@ -663,7 +671,9 @@ class BaseClient:
             else:
                 # The server is down (wait for it) or the call is under the adaptive
                 # limit: the first attempt goes through the flow control too.
-                call = _Call(transport, path, url, data, headers, key, t, parse, session_id, trace)
+                call = _Call(
+                    transport, path, url, data, headers, key, t, parse, session_id, trace, images
+                )
                 if t.total is not None:
                     call.deadline = started + t.total
                 try:
@@ -684,7 +694,9 @@ class BaseClient:
                         trace.end(None)
                     return result
             if call is None:
-                call = _Call(transport, path, url, data, headers, key, t, parse, session_id, trace)
+                call = _Call(
+                    transport, path, url, data, headers, key, t, parse, session_id, trace, images
+                )
                 call.attempt = 1
                 if t.total is not None:
                     call.deadline = started + t.total
@@ -828,6 +840,7 @@ class _Call(Generic[T]):
         "data",
         "deadline",
         "headers",
+        "images",
         "key",
         "parse",
         "path",
@@ -850,8 +863,10 @@ class _Call(Generic[T]):
         parse: Callable[[Answer, str | None, str | None], T],
         session_id: str | None,
         trace: Trace | None,
+        images: bool,
     ) -> None:
         self.transport = transport
+        self.images = images
         self.path = path
         self.url = url
         self.data = data
@@ -890,10 +905,11 @@ class _Call(Generic[T]):
                     headers=self.headers,
                     timeout=timeout,
                     idempotency_key=self.key,
+                    images=self.images,
                 )
             else:
                 raw = await self.trace.send(
-                    self.transport, self.attempt, self.data, self.headers, timeout
+                    self.transport, self.attempt, self.data, self.headers, timeout, self.images
                 )
         except APIError as exc:
             if logger.isEnabledFor(logging.DEBUG):

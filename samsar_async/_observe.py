@@ -125,6 +125,7 @@ class Trace:
         data: bytes,
         headers: Mapping[str, str] | None,
         timeout: aiohttp.ClientTimeout,
+        images: bool = False,
     ) -> RawResponse:
         """One attempt through ``transport``, seen by every watch before and after."""
         info = self.info
@@ -142,6 +143,7 @@ class Trace:
                 headers=own or None,
                 timeout=timeout,
                 idempotency_key=info.idempotency_key,
+                images=images,
             )
         except APIError as exc:
             await self._answered(attempt, None, NO_HEADERS, type(exc).__name__, started)

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._validators import check
 from .config import DEFAULT_CONCURRENCY, UNSET, Timeout, Unset
-from .converter import completion_body, parse_completion, parse_system_prompt, request_body
+from .converter import (
+    asks_for_images,
+    completion_body,
+    parse_completion,
+    parse_image_completion,
+    parse_system_prompt,
+    request_body,
+)
 from .errors import APIStatusError, InvalidArgumentError, SamsarError
 from .inputs import CompletionRequest
 
@@ -145,6 +152,18 @@ class Assistant:
         )
         if idempotency_key is not None:
             check(CompletionRequest, "idempotency_key", idempotency_key)
+        if (tools is not None or extra_body is not None) and asks_for_images(body):
+            return self._client._post(
+                COMPLETION_PATH,
+                body,
+                parse_image_completion,
+                session_id=session_id,
+                timeout=timeout,
+                retry=retry,
+                idempotency_key=idempotency_key,
+                extra_headers=extra_headers,
+                images=True,
+            )
         return self._client._post(
             COMPLETION_PATH,
             body,
@@ -158,25 +177,31 @@ class Assistant:
 
     async def _send(self, request: CompletionRequest) -> Response:
         """:meth:`complete` for a :class:`CompletionRequest` (validated when it was built)."""
+        body = request_body(request)
+        images = asks_for_images(body)
         return await self._client._post(
             COMPLETION_PATH,
-            request_body(request),
-            parse_completion,
+            body,
+            parse_image_completion if images else parse_completion,
             session_id=request.session_id,
             idempotency_key=request.idempotency_key,
             extra_headers=request.extra_headers,
+            images=images,
         )
 
     async def _send_adaptive(self, request: CompletionRequest) -> Response:
         """:meth:`_send` under the client's adaptive concurrency limit."""
+        body = request_body(request)
+        images = asks_for_images(body)
         return await self._client._post(
             COMPLETION_PATH,
-            request_body(request),
-            parse_completion,
+            body,
+            parse_image_completion if images else parse_completion,
             session_id=request.session_id,
             idempotency_key=request.idempotency_key,
             extra_headers=request.extra_headers,
             adaptive=True,
+            images=images,
         )
 
     def stream(

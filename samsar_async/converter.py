@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer",
+    "asks_for_images",
     "completion_body",
     "converter",
     "event_from_dict",
@@ -95,6 +96,7 @@ __all__ = [
     "model_to_dict",
     "parse_completion",
     "parse_credits",
+    "parse_image_completion",
     "parse_system_prompt",
     "request_body",
     "status_error",
@@ -614,6 +616,86 @@ class _Parts:
 _PARTS = _Parts()
 
 
+class _ImageParts(_Parts):
+    """The parts of an image answer, whose images were decoded as it arrived.
+
+    In ``response.raw`` each decoded ``result`` is a placeholder
+    (:func:`~samsar_async._imagebody.placeholder`); ``decoded`` holds the images
+    by placeholder index until :meth:`images` hands them to their
+    :class:`GeneratedImage` (the reader's buffers are then referenced by the
+    images only).
+    """
+
+    __slots__ = ("_by_index", "_typed", "decoded")
+
+    def __init__(self, decoded: tuple[Any, ...]) -> None:
+        self.decoded: tuple[Any, ...] | None = decoded  # _imagebody.DecodedImage
+        self._typed: tuple[OutputItem, ...] | None = None
+        self._by_index: dict[int, GeneratedImage] = {}
+
+    def _calls(self, response: Response) -> tuple[OutputItem, ...]:
+        """The typed output with the placeholders as results (validated as usual)."""
+        typed = self._typed
+        if typed is None:
+            typed = self._typed = _Parts.output(self, response)
+        return typed
+
+    def images(self, response: Response) -> tuple[GeneratedImage, ...]:
+        """:attr:`Response.images`: the decoded images of the successful calls."""
+        from ._imagebody import placeholder_index
+
+        calls = self._calls(response)
+        decoded = self.decoded or ()
+        images: list[GeneratedImage] = []
+        for item in calls:
+            if not isinstance(item, ImageGenerationCall) or item.result is None:
+                continue
+            ok = item.failure_reason is None
+            n = len(images)
+            fields: dict[str, Any] = {
+                "id": item.id or f"image-{n}",
+                "revised_prompt": item.revised_prompt,
+                "response_id": response.id,
+                "session_id": response.session_id,
+                "index": n,
+            }
+            index = placeholder_index(item.result)
+            if index is None or index >= len(decoded):
+                image = GeneratedImage(b64=item.result, **fields)
+            else:
+                found = decoded[index]
+                image = GeneratedImage._decoded(found.data, error=found.error, **fields)
+                self._by_index[index] = image
+            if ok:
+                images.append(image)
+        self.decoded = None  # the images own the bytes now
+        return tuple(images)
+
+    def output(self, response: Response) -> tuple[OutputItem, ...]:
+        """The output, each image call's ``result`` base64 again (encoded here)."""
+        from ._imagebody import placeholder_index
+
+        response.images  # noqa: B018 - builds the images from the decoded bytes
+        by_index = self._by_index
+        items: list[OutputItem] = []
+        for item in self._calls(response):
+            if isinstance(item, ImageGenerationCall):
+                index = placeholder_index(item.result)
+                image = None if index is None else by_index.get(index)
+                if image is not None and image._error is None:
+                    item = attrs.evolve(item, result=image.b64)
+            items.append(item)
+        return tuple(items)
+
+
+def asks_for_images(body: Mapping[str, Any]) -> bool:
+    """Whether a completion body offers the ``image_generation`` tool."""
+    tools = body.get("tools")
+    if not isinstance(tools, (list, tuple)):
+        return False
+    return any(isinstance(t, Mapping) and t.get("type") == "image_generation" for t in tools)
+
+
 def _shape_error(
     where: str, expected: str, value: Any, status_code: int, idempotency_key: str | None
 ) -> APIResponseValidationError:
@@ -1115,6 +1197,22 @@ def parse_completion(raw: Answer, idempotency_key: str | None, session_id: str |
         raw.status,
         headers,
     )
+
+
+def parse_image_completion(
+    raw: Answer, idempotency_key: str | None, session_id: str | None
+) -> Response:
+    """:func:`parse_completion` for an answer to a request for images.
+
+    When the transport decoded the images as the answer arrived (its answer
+    has ``images``), the response hands them out as they are: see
+    :attr:`Response.images <samsar_async.models.Response.images>`.
+    """
+    response = parse_completion(raw, idempotency_key, session_id)
+    decoded = getattr(raw, "images", None)
+    if decoded:
+        response._parts = _ImageParts(tuple(decoded))
+    return response
 
 
 def parse_system_prompt(

@@ -58,12 +58,25 @@ def _check_index(_inst: object, attribute: attrs.Attribute[int], value: object) 
         raise InvalidArgumentError(attribute.name, "must be an int >= 0")
 
 
+def _check_b64(_inst: object, _attribute: attrs.Attribute[str | None], value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidArgumentError("b64", f"must be a str, not {type(value).__name__}")
+
+
 @attrs.frozen(eq=False)
 class GeneratedImage:
-    """One generated image, as base64 text, with where it came from.
+    """One generated image, with where it came from.
 
-    Immutable; compares by identity. The decoded bytes, once computed by
-    :attr:`data`, are cached on the instance.
+    Immutable; compares by identity. An image holds either its decoded bytes
+    or base64 text:
+
+    - an image of an answer the client received (``response.images``) was
+      decoded while the answer arrived: it holds the bytes, and never the
+      base64 text; :attr:`b64` encodes them again on each access;
+    - an image built with ``GeneratedImage(id=..., b64=...)`` or
+      :meth:`from_b64` (and the images of streaming events decoded from
+      server-sent events) holds the text and decodes it on first use of
+      :attr:`data`, which caches the bytes; :meth:`from_bytes` holds bytes.
 
     ``id``, ``response_id`` and ``session_id`` come from the server and are
     not trusted: they only reach the file system through the name sanitizing
@@ -72,16 +85,19 @@ class GeneratedImage:
 
     id: str = attrs.field(validator=_check_str)
     """The ``image_generation_call`` item's id."""
-    b64: str = attrs.field(repr=False, validator=_check_str)
-    """The base64 text exactly as received (never bytes)."""
+    _text: str | None = attrs.field(alias="b64", repr=False, validator=_check_b64)
     revised_prompt: str | None = attrs.field(default=None, validator=_check_optional_str)
     response_id: str | None = attrs.field(default=None, validator=_check_optional_str)
     session_id: str | None = attrs.field(default=None, validator=_check_optional_str)
     index: int = attrs.field(default=0, validator=_check_index)
     """Position among the response's images."""
 
-    _data: bytes | None = attrs.field(default=None, init=False, repr=False)
+    # The decoded bytes: a bytearray as the answer's reader left them (turned into
+    # bytes once, by the first use of .data), bytes once decoded or given.
+    _data: bytes | bytearray | None = attrs.field(default=None, init=False, repr=False)
     _mime: str | None = attrs.field(default=None, init=False, repr=False)
+    # Why the image's base64, decoded as the answer arrived, was invalid.
+    _error: ImageDecodeError | None = attrs.field(default=None, init=False, repr=False)
 
     @classmethod
     def from_b64(
@@ -121,11 +137,87 @@ class GeneratedImage:
             index=index,
         )
 
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes | bytearray | memoryview,
+        *,
+        id: str = "image",
+        revised_prompt: str | None = None,
+        response_id: str | None = None,
+        session_id: str | None = None,
+        index: int = 0,
+    ) -> GeneratedImage:
+        """Build an image from its decoded bytes (copied unless ``bytes``).
+
+        An empty ``data`` is refused (:class:`~samsar_async.errors.InvalidArgumentError`).
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError("data", f"must be bytes, not {type(data).__name__}")
+        payload = data if type(data) is bytes else bytes(data)
+        if not payload:
+            raise InvalidArgumentError("data", "must not be empty")
+        return cls._decoded(
+            payload,
+            id=id,
+            revised_prompt=revised_prompt,
+            response_id=response_id,
+            session_id=session_id,
+            index=index,
+        )
+
+    @classmethod
+    def _decoded(
+        cls,
+        data: bytes | bytearray | None,
+        *,
+        id: str,
+        revised_prompt: str | None,
+        response_id: str | None,
+        session_id: str | None,
+        index: int,
+        error: ImageDecodeError | None = None,
+    ) -> GeneratedImage:
+        """An image holding ``data`` (not copied: a bytearray becomes the image's,
+        nobody else may touch it), or ``error``, raised whenever it is used."""
+        image = cls(
+            id=id,
+            b64="",  # replaced below: no text, the bytes
+            revised_prompt=revised_prompt,
+            response_id=response_id,
+            session_id=session_id,
+            index=index,
+        )
+        object.__setattr__(image, "_text", None)
+        object.__setattr__(image, "_data", data)
+        object.__setattr__(image, "_error", error)
+        return image
+
     # ------------------------------------------------------------------ cheap facts
 
     @property
+    def b64(self) -> str:
+        """The base64 text.
+
+        For an image built from base64 text, that text exactly as given. For an
+        image that arrived decoded (every image of a response the client
+        received), the bytes are encoded again on each access: that costs
+        time and memory (a string 1.33 times the image's size), so prefer
+        :attr:`data` or :func:`samsar_async.images.save_image`. Kept for
+        compatibility; raises :class:`ImageDecodeError` for an image whose
+        base64 was invalid when it arrived.
+        """
+        text = self._text
+        if text is not None:
+            return text
+        if self._error is not None:
+            raise self._error
+        assert self._data is not None
+        return _base64.encode(self._data)
+
+    @property
     def size(self) -> int:
-        """Decoded size in bytes, from the text's length and padding (no decoding).
+        """Decoded size in bytes; for base64 text, from its length and padding (no decoding).
 
         Raises :class:`ImageDecodeError` if the length or padding is invalid.
         Characters are not checked here: :attr:`data` and saving do that.
@@ -139,7 +231,7 @@ class GeneratedImage:
         """``"image/png"``, ``"image/jpeg"``, ``"image/webp"``, ``"image/gif"``,
         or ``"application/octet-stream"`` when the format is not recognized.
 
-        Only the first 16 base64 characters are decoded.
+        For base64 text, only the first 16 characters are decoded.
         """
         if self._mime is None:
             object.__setattr__(self, "_mime", _base64.sniff_mime(self._head()) or OCTET_STREAM)
@@ -153,29 +245,40 @@ class GeneratedImage:
 
     @property
     def data(self) -> bytes:
-        """The decoded bytes: strictly decoded in one go on first use, then cached.
+        """The decoded bytes, cached.
+
+        An image built from base64 text is strictly decoded in one go on first
+        use. An image that arrived decoded hands out its bytes (the first
+        access copies them once into an immutable ``bytes``).
 
         To write a file, prefer :func:`samsar_async.images.save_image`, which
-        never holds the whole decoded image in memory and never blocks the
-        event loop.
+        never copies nor decodes the whole image on the event loop.
         """
-        if self._data is None:
+        data = self._data
+        if type(data) is bytes:
+            return data
+        if data is not None:
+            data = bytes(data)
+        else:
             self._structure()
+            assert self._text is not None
             try:
-                decoded = _base64.DECODER.decode(self.b64)
+                data = _base64.DECODER.decode(self._text)
             except ValueError:
-                raise self._invalid(self.b64, 0) from None
-            if not decoded:  # unreachable after _structure(); kept as the contract
+                raise self._invalid(self._text, 0) from None
+            if not data:  # unreachable after _structure(); kept as the contract
                 raise ImageDecodeError(f"image {_label(self.id)}: decodes to no bytes")
-            object.__setattr__(self, "_data", decoded)
-        assert self._data is not None
-        return self._data
+        object.__setattr__(self, "_data", data)
+        return data
 
     # ------------------------------------------------------------------ decoding
 
     def _structure(self) -> int:
-        """Check length and padding; return the decoded size."""
-        text = self.b64
+        """Check length and padding of the text; return the decoded size."""
+        text = self._text
+        if text is None:
+            assert self._error is not None
+            raise self._error
         n = len(text)
         if n == 0:
             raise ImageDecodeError(f"image {_label(self.id)}: empty base64 payload")
@@ -193,11 +296,12 @@ class GeneratedImage:
 
     def _head(self) -> bytes:
         if self._data is not None:
-            return self._data[:12]
+            return bytes(self._data[:12])
         self._structure()
-        head = self.b64[:HEAD_CHARS]
+        assert self._text is not None
+        head = self._text[:HEAD_CHARS]
         try:
-            if len(self.b64) > HEAD_CHARS and head.endswith("="):
+            if len(self._text) > HEAD_CHARS and head.endswith("="):
                 raise ValueError
             return _base64.stdlib_decode(head)
         except ValueError:
@@ -207,12 +311,13 @@ class GeneratedImage:
         """Yield the decoded bytes piece by piece (strict); the saver in
         :mod:`samsar_async.images` writes them one at a time."""
         if self._data is not None:
-            view = memoryview(self._data)
+            view = memoryview(self._data).toreadonly()
             for start in range(0, len(view), WRITE_CHUNK_BYTES):
                 yield view[start : start + WRITE_CHUNK_BYTES]
             return
         self._structure()
-        text = self.b64
+        text = self._text
+        assert text is not None
         total = len(text)
         step = decoder.chunk_chars
         for start in range(0, total, step):
@@ -664,11 +769,21 @@ class Response:
 
     @property
     def images(self) -> tuple[GeneratedImage, ...]:
-        """The generated images: the ``image_generation_call`` items with a result."""
+        """The generated images: the ``image_generation_call`` items with a result.
+
+        In an answer to a request with the ``image_generation`` tool, the images
+        were decoded while the answer arrived: they hold the bytes, and
+        ``raw``'s ``result`` strings are placeholders (``output``'s are base64
+        again, encoded when ``output`` is first read).
+        """
         try:
             return self._images
         except AttributeError:
             pass
+        decoded = getattr(self._parts, "images", None)
+        if decoded is not None:  # an answer whose images were decoded as it arrived
+            self._images = decoded(self)
+            return self._images
         images: list[GeneratedImage] = []
         for call in self.image_calls:
             if call.failure_reason is None and call.result is not None:

@@ -144,6 +144,10 @@ def _item_dicts(response: Response) -> list[dict[str, Any]]:
                 content = data.get("content")
                 if not (isinstance(content, list) and len(content) == len(item.content)):
                     data["content"] = [model_to_dict(p) for p in item.content]
+            elif isinstance(item, ImageGenerationCall) and "result" in data:
+                # An image answer's raw result is a placeholder (its image was decoded
+                # as the answer arrived): the typed item has the base64 again.
+                data["result"] = item.result
         else:
             data = model_to_dict(item)
         items.append(data)

@@ -36,6 +36,8 @@ import logging
 import socket
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
@@ -59,7 +61,9 @@ from .errors import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
-__all__ = ["ConnectorOption", "RawResponse", "Transport"]
+    from ._imagebody import DecodedImage
+
+__all__ = ["ConnectorOption", "ImageAnswer", "RawResponse", "Transport"]
 
 ConnectorOption = aiohttp.BaseConnector | Callable[[], aiohttp.BaseConnector]
 """A connector you own, or a function making one the client owns (called inside the loop)."""
@@ -92,6 +96,79 @@ class RawResponse:
 
     def __repr__(self) -> str:
         return f"<RawResponse status={self.status} body={len(self.body)} bytes>"
+
+
+class ImageAnswer(RawResponse):
+    """A 2xx answer to a request for images, read by
+    :class:`~samsar_async._imagebody.ImageBodyReader`: ``body`` is the JSON
+    with each image's base64 ``result`` replaced by a placeholder, and
+    ``images`` the decoded images, by placeholder index."""
+
+    __slots__ = ("images",)
+    images: tuple[DecodedImage, ...]
+
+    def __init__(
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        images: tuple[DecodedImage, ...],
+    ) -> None:
+        super().__init__(status, headers, body)
+        self.images = images
+
+    def __repr__(self) -> str:
+        return (
+            f"<ImageAnswer status={self.status} body={len(self.body)} bytes "
+            f"images={len(self.images)}>"
+        )
+
+
+_IMAGE_CHUNK = 256 * 1024
+"""Bytes fed to the image reader at a time: about 0.1-0.5 ms of work."""
+_IMAGE_SLICE = 0.002
+"""Seconds of image-body work the event loop does between two looks at everything else."""
+
+
+class _LoopTurns:
+    """How much image-body work one event loop has done since it last ran everything else.
+
+    Every image answer on the loop shares it: when the work since :attr:`since`
+    passes :data:`_IMAGE_SLICE`, readers step aside (``sleep(0)``) until a
+    callback scheduled for the loop's next iteration starts a new slice, so that
+    fifty answers arriving at once cannot hold one iteration fifty times as long.
+    """
+
+    __slots__ = ("pending", "since")
+
+    def __init__(self) -> None:
+        self.since = 0.0
+        self.pending = False
+
+    def restart(self) -> None:
+        self.since = time.perf_counter()
+        self.pending = False
+
+    async def take(self) -> None:
+        """Return when this slice has time left (at once, usually)."""
+        while time.perf_counter() - self.since > _IMAGE_SLICE:
+            if not self.pending:
+                self.pending = True
+                asyncio.get_running_loop().call_soon(self.restart)
+            await asyncio.sleep(0)
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTurns] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_turns() -> _LoopTurns:
+    loop = asyncio.get_running_loop()
+    turns = _turns.get(loop)
+    if turns is None:
+        turns = _turns[loop] = _LoopTurns()
+    return turns
 
 
 _DESCRIBE_LIMIT = 300
@@ -332,8 +409,13 @@ class Transport:
         headers: Mapping[str, str] | None,
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - per-attempt limits, passed on
         idempotency_key: str | None,
+        images: bool = False,
     ) -> RawResponse:
         """POST ``body`` (JSON bytes) to ``url`` and read the whole answer.
+
+        ``images``: the request asks for images; a 2xx JSON answer is then read
+        in bounded chunks and its base64 images decoded as they arrive, the
+        event loop running other work in between (an :class:`ImageAnswer`).
 
         Raises only :mod:`samsar_async.errors` exceptions (and cancellation).
         """
@@ -358,6 +440,8 @@ class Transport:
                     **extra,
                 )
             async with request as resp:
+                if images and 200 <= resp.status < 300 and "json" in resp.content_type:
+                    return await self._read_image_answer(resp, idempotency_key)
                 length = resp.content_length
                 if (
                     length is not None
@@ -441,6 +525,43 @@ class Transport:
                 return resp.status not in (502, 503, 504)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
             return False
+
+    async def _read_image_answer(
+        self, resp: aiohttp.ClientResponse, key: str | None
+    ) -> ImageAnswer:
+        """Read an image answer chunk by chunk into an ImageBodyReader (same cap, same
+        errors as :meth:`_read_capped`); whatever it decoded is dropped on any failure."""
+        from ._imagebody import ImageBodyReader
+
+        cap = self.max_response_bytes
+        length = resp.content_length
+        encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+        if length is not None and length > cap and not encoded:
+            resp.close()
+            raise APIResponseValidationError(
+                f"the {resp.status} answer is {length} bytes, over the {cap}-byte limit",
+                status_code=resp.status,
+                idempotency_key=key,
+            )
+        turns = _loop_turns()
+        reader = ImageBodyReader(max_bytes=cap, status_code=resp.status, idempotency_key=key)
+        read = resp.content.read
+        try:
+            while True:
+                # read() returns at once while aiohttp has data buffered: without
+                # take(), a body that is all there would be decoded in one loop step.
+                await turns.take()
+                chunk = await read(_IMAGE_CHUNK)
+                if not chunk:
+                    break
+                reader.feed(chunk)
+            body = reader.finish()
+        except APIResponseValidationError:
+            resp.close()  # over the cap or not JSON: the rest is not read
+            raise
+        finally:
+            reader.close()  # after finish(), the images are the caller's: nothing to do
+        return ImageAnswer(resp.status, resp.headers, body.remainder, body.images)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, key: str | None) -> bytes:
         cap = self.max_response_bytes

@@ -11,7 +11,8 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from samsar_async import AsyncSamsar, ImageDecodeError, ImageGenerationTool, _base64
+from samsar_async import AsyncSamsar, ImageDecodeError, ImageGenerationTool
+from samsar_async import images as images_module
 from samsar_async.images import save_image, save_images
 from samsar_async.testing import Fault, MockSamsarServer
 
@@ -85,36 +86,34 @@ async def test_failed_calls_yield_no_image_and_bad_base64_raises(
 async def test_large_image_save_leaves_the_loop_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A whole API call completes on the same client while a 20 MB image is decoded."""
+    """A whole API call completes on the same client while a 20 MB image is written."""
     async with MockSamsarServer(image_bytes=20 * 1024 * 1024) as server:
         session = server.create_session()
         async with AsyncSamsar(server.api_key, base_url=server.url) as c:
             resp = await c.assistant.complete(session, "poster", tools=[FORCE], tool_choice=FORCE)
             [image] = resp.images
             assert image.size == 20 * 1024 * 1024
-            mid_decode = anyio.Event()
+            mid_write = anyio.Event()
             answered = threading.Event()
             met: list[bool] = []
-            chunks = 0
-            base = _base64.DECODER
+            pauses = 0
 
-            def decode(text: str) -> bytes:
-                # The worker meets the loop between chunks 2 and 3 (no timing:
-                # each side waits for the other's signal).
-                nonlocal chunks
-                chunks += 1
-                if chunks == 2:
-                    anyio.from_thread.run_sync(mid_decode.set)
-                elif chunks == 3:
+            def between_chunks() -> None:
+                # Called by the saving worker before its first chunk and after each
+                # one: it meets the loop after chunk 2 (no timing: each side waits
+                # for the other's signal).
+                nonlocal pauses
+                pauses += 1
+                if pauses == 3:
+                    anyio.from_thread.run_sync(mid_write.set)
+                elif pauses == 4:
                     met.append(answered.wait(30))  # a hang guard, not a measurement
-                return base.decode(text)
 
-            probe = _base64.Decoder("probe", decode, base.chunk_chars)
-            monkeypatch.setattr(_base64, "DECODER", probe)
+            monkeypatch.setattr(images_module, "_yield_cpu", between_chunks)
             during: list[str] = []
 
             async def call_meanwhile() -> None:
-                await mid_decode.wait()
+                await mid_write.wait()
                 during.append((await c.assistant.complete(session, "meanwhile")).output_text)
                 answered.set()
 
@@ -123,7 +122,7 @@ async def test_large_image_save_leaves_the_loop_running(
                 path = await save_image(image, tmp_path)
     assert met == [True]
     assert during == ["Reply 2 to: meanwhile"]
-    assert chunks > 3
+    assert pauses > 4
     assert path.stat().st_size == 20 * 1024 * 1024
     with path.open("rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
