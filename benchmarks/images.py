@@ -17,6 +17,12 @@ Paths (rows), each run in a fresh subprocess so that its peak RSS is its own:
   tool_choice=ImageGenerationTool())`` then ``await save_image(resp.images[0], dir)``
   (``await resp.images[0].save(dir)`` in older versions)
   (skipped with a note while the SDK lacks it).
+- ``samsar_async ×N`` and ``aiohttp+orjson inline ×N`` (``--concurrent N``, 50 by
+  default, at ``--concurrent-mib``, 8 by default): N calls at once, each image
+  saved to its own file when its answer is in (the SDK: ``complete()`` then
+  ``save_image``; raw: ``orjson.loads`` + ``pybase64.b64decode`` + write
+  inline). Their figures add the 99th percentile of the ticker's stalls over
+  the whole path, and RSS growth is against the N images' total size.
 - ``incremental → file`` and ``incremental → memory``: raw aiohttp feeding each
   chunk as it arrives (``resp.content.iter_any()``) to
   ``samsar_async._imagebody.ImageBodyReader`` on the event loop, which decodes
@@ -85,6 +91,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TICK = 0.001
 
 MODES = ("naive", "naive-thread", "orjson", "samsar", "stream-file", "stream-memory")
+MANY_MODES = ("orjson-many", "samsar-many")
 LABELS = {
     "naive": "naive inline",
     "naive-thread": "naive in a thread",
@@ -92,6 +99,8 @@ LABELS = {
     "samsar": "samsar_async",
     "stream-file": "incremental → file",
     "stream-memory": "incremental → memory",
+    "orjson-many": "aiohttp+orjson inline ×{n}",
+    "samsar-many": "samsar_async ×{n}",
 }
 
 
@@ -121,6 +130,22 @@ class Ticker:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def lags(self, start: float, end: float) -> list[float]:
+        """Every tick's stall within ``[start, end)`` (clipped to it; 0 when on time)."""
+        out = []
+        for slept, woke in self.ticks:
+            if woke <= start or slept + TICK >= end:
+                continue
+            out.append(max(0.0, min(woke, end) - max(slept + TICK, start)))
+        return out
+
+    def percentile_lag(self, start: float, end: float, q: float) -> float:
+        """The ``q`` quantile (0..1) of the ticks' stalls within the window."""
+        lags = sorted(self.lags(start, end))
+        if not lags:
+            return 0.0
+        return lags[min(len(lags) - 1, int(q * len(lags)))]
 
     def worst_lag(self, start: float, end: float) -> float:
         """Worst stall of the loop within ``[start, end)``, in seconds.
@@ -281,6 +306,65 @@ async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
     return await _measured(run, client.close)
 
 
+async def _samsar_many(url: str, out_dir: Path, n: int) -> dict[str, float]:
+    from samsar_async import AsyncSamsar, ImageGenerationTool
+    from samsar_async.images import save_image
+
+    client = AsyncSamsar(api_key="bench", base_url=url, max_connections=max(n, 1))
+    assistant = client.assistant
+    try:
+        await asyncio.gather(*(assistant.complete(SESSION_ID, "warm-up") for _ in range(n)))
+    except BaseException:
+        await client.close()
+        raise
+    tool = ImageGenerationTool()
+
+    async def one(i: int) -> None:
+        resp = await assistant.complete(SESSION_ID, PROMPT, tools=[tool], tool_choice=tool)
+        await save_image(resp.images[0], out_dir / f"image-{i}.png")
+
+    async def run() -> dict[str, float]:
+        t_req = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        t_end = time.perf_counter()
+        return {"t_req": t_req, "t_resp": t_end, "t_saved": t_end}
+
+    return await _measured(run, client.close)
+
+
+async def _orjson_many(url: str, out_dir: Path, n: int) -> dict[str, float]:
+    import aiohttp
+
+    try:
+        import orjson  # noqa: F401
+        import pybase64  # noqa: F401
+    except ImportError as exc:
+        raise Skip(f"needs orjson and pybase64 ({exc})") from exc
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(n, 1)))
+    endpoint = url + "/assistant/completion"
+
+    async def warm() -> None:
+        async with session.post(endpoint, data=TEXT_BODY, headers=HEADERS) as resp:
+            await resp.read()
+
+    await asyncio.gather(*(warm() for _ in range(n)))
+
+    async def one(i: int) -> None:
+        async with session.post(endpoint, data=IMAGE_BODY, headers=HEADERS) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            data = await resp.read()
+        _orjson_decode_and_write(data, out_dir / f"image-{i}.png")
+
+    async def run() -> dict[str, float]:
+        t_req = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        t_end = time.perf_counter()
+        return {"t_req": t_req, "t_resp": t_end, "t_saved": t_end}
+
+    return await _measured(run, session.close)
+
+
 async def _measured(run: Any, close: Any) -> dict[str, float]:
     """Run ``run()`` (returning its timestamps) under the ticker; the figures of one call."""
     ticker = Ticker()
@@ -310,6 +394,8 @@ async def _measured(run: Any, close: Any) -> dict[str, float]:
         "lag_request_to_response_s": ticker.worst_lag(t_req, t_resp),
         "lag_save_s": ticker.worst_lag(t_resp, t_saved),
         "lag_whole_path_s": ticker.worst_lag(t_req, t_saved),
+        "lag_p99_whole_path_s": ticker.percentile_lag(t_req, t_saved, 0.99),
+        "ticks_whole_path": len(ticker.lags(t_req, t_saved)),
         "rss_before_bytes": rss_before,
         "peak_rss_before_bytes": peak_before,
         "peak_rss_growth_bytes": peak_after - peak_before,
@@ -320,8 +406,13 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"mode": args.mode, "mib": args.mib}
     out_dir = Path(tempfile.mkdtemp(prefix="samsar-bench-img-", dir=args.tmpdir))
     try:
+        count = args.concurrent if args.mode in MANY_MODES else 1
         if args.mode == "samsar":
             figures = await _samsar(args.url, out_dir)
+        elif args.mode == "samsar-many":
+            figures = await _samsar_many(args.url, out_dir, count)
+        elif args.mode == "orjson-many":
+            figures = await _orjson_many(args.url, out_dir, count)
         elif args.mode.startswith("stream-"):
             figures = await _stream(args.url, out_dir, to_file=args.mode == "stream-file")
         else:
@@ -331,15 +422,22 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
                 threaded=args.mode == "naive-thread",
                 fast=args.mode == "orjson",
             )
-        files = [p for p in out_dir.rglob("*") if p.is_file()]
-        if len(files) != 1:
-            raise RuntimeError(f"expected one saved file, found {files}")
-        data = files[0].read_bytes()
-        if not data.startswith(PNG_SIGNATURE) or abs(len(data) - args.mib * common.MIB) > 65536:
-            raise RuntimeError(f"saved file is not the expected PNG ({len(data)} bytes)")
-        if args.mode == "samsar":
+        files = sorted(p for p in out_dir.rglob("*") if p.is_file())
+        if len(files) != count:
+            raise RuntimeError(f"expected {count} saved file(s), found {files}")
+        digests = set()
+        for file in files:
+            data = file.read_bytes()
+            if not data.startswith(PNG_SIGNATURE) or abs(len(data) - args.mib * common.MIB) > 65536:
+                raise RuntimeError(f"saved file is not the expected PNG ({len(data)} bytes)")
+            digests.add(hashlib.sha256(data).hexdigest())
+        if len(digests) != 1:
+            raise RuntimeError("the concurrent calls saved different bytes")
+        if args.mode.startswith("samsar"):
             result["samsar_async"] = common.samsar_version()
-        return result | figures | {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return (
+            result | figures | {"bytes": len(data) * count, "count": count, "sha256": digests.pop()}
+        )
     except Skip as exc:
         return result | {"skipped": str(exc)}
     finally:
@@ -348,7 +446,8 @@ async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
 
 def worker(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", required=True, choices=MODES)
+    parser.add_argument("--mode", required=True, choices=MODES + MANY_MODES)
+    parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--url", required=True, help="base URL with the /mib/<N> prefix")
     parser.add_argument("--mib", type=float, required=True)
     parser.add_argument("--tmpdir", default=None)
@@ -365,44 +464,65 @@ def _sized_url(base_url: str, mib: float) -> str:
     return f"{root}/mib/{mib:g}/{version}"
 
 
+def _chosen(args: argparse.Namespace, modes: tuple[str, ...]) -> list[str]:
+    wanted = set(args.modes.split(",")) if args.modes else None
+    return [m for m in modes if wanted is None or m in wanted]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = [float(s) for s in args.sizes.split(",")]
+    sizes = [float(s) for s in args.sizes.split(",")] if args.sizes else []
+    single = _chosen(args, MODES) if sizes else []
+    many = _chosen(args, MANY_MODES) if args.concurrent > 0 else []
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
         f"{s:g}": {m: [] for m in MODES} for s in sizes
     }
+    many_key = f"{args.concurrent_mib:g}x{args.concurrent}"
+    many_results: dict[str, list[dict[str, Any]]] = {m: [] for m in MANY_MODES}
     skipped: dict[str, str] = {}
-    with common.start_server(image_mib=sizes) as (_proc, url):
+    server_sizes = sorted(set(sizes) | ({args.concurrent_mib} if many else set()))
+    with common.start_server(image_mib=server_sizes) as (_proc, url):
         for rnd in range(args.rounds):
-            for mib in sizes:
-                modes = [m for m in MODES if m not in skipped]
-                shift = rnd % len(modes)
-                for mode in modes[shift:] + modes[:shift]:
-                    worker_args = [
-                        f"--mode={mode}",
-                        f"--url={_sized_url(url, mib)}",
-                        f"--mib={mib}",
-                    ]
-                    if args.tmpdir:
-                        worker_args.append(f"--tmpdir={args.tmpdir}")
-                    res = common.run_worker("benchmarks.images", worker_args)
-                    if "skipped" in res:
-                        skipped[mode] = res["skipped"]
-                        print(f"  {mode}: skipped ({res['skipped']})", file=sys.stderr)
-                        continue
+            plan = [(mib, mode, 1) for mib in sizes for mode in single]
+            plan += [(args.concurrent_mib, mode, args.concurrent) for mode in many]
+            shift = rnd % max(len(plan), 1)
+            for mib, mode, count in plan[shift:] + plan[:shift]:
+                if mode in skipped:
+                    continue
+                worker_args = [
+                    f"--mode={mode}",
+                    f"--url={_sized_url(url, mib)}",
+                    f"--mib={mib}",
+                    f"--concurrent={count}",
+                ]
+                if args.tmpdir:
+                    worker_args.append(f"--tmpdir={args.tmpdir}")
+                res = common.run_worker("benchmarks.images", worker_args)
+                if "skipped" in res:
+                    skipped[mode] = res["skipped"]
+                    print(f"  {mode}: skipped ({res['skipped']})", file=sys.stderr)
+                    continue
+                if mode in MANY_MODES:
+                    many_results[mode].append(res)
+                else:
                     results[f"{mib:g}"][mode].append(res)
-                    print(
-                        f"  round {rnd + 1} {mib:g} MiB {mode:<13}"
-                        f" save {res['save_s'] * 1e3:7.1f} ms"
-                        f" lag(save) {res['lag_save_s'] * 1e3:7.1f} ms"
-                        f" lag(path) {res['lag_whole_path_s'] * 1e3:7.1f} ms"
-                        f" +{res['peak_rss_growth_bytes'] / common.MIB:6.1f} MiB",
-                        file=sys.stderr,
-                    )
+                print(
+                    f"  round {rnd + 1} {mib:g} MiB x{count} {mode:<13}"
+                    f" path {res['request_to_disk_s'] * 1e3:7.1f} ms"
+                    f" lag(path) {res['lag_whole_path_s'] * 1e3:7.1f} ms"
+                    f" p99 {res['lag_p99_whole_path_s'] * 1e3:6.1f} ms"
+                    f" +{res['peak_rss_growth_bytes'] / common.MIB:6.1f} MiB",
+                    file=sys.stderr,
+                )
     for size, by_mode in results.items():
         digests = {r["sha256"] for runs in by_mode.values() for r in runs}
         if len(digests) > 1:
             raise RuntimeError(f"{size} MiB: the paths saved different bytes")
-    return {"sizes": sizes, "results": results, "skipped": skipped}
+    return {
+        "sizes": sizes,
+        "results": results,
+        "concurrent": {"key": many_key, "results": many_results},
+        "skipped": skipped,
+    }
 
 
 def render(data: dict[str, Any], args: argparse.Namespace) -> str:
@@ -432,6 +552,8 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
     for mib in data["sizes"]:
         for mode in MODES:
             runs = data["results"][f"{mib:g}"][mode]
+            if not runs and mode not in data["skipped"]:
+                continue  # not run (--modes)
             if not runs:
                 rows.append(
                     [LABELS[mode], f"{mib:g} MiB", "skipped (see note)"]
@@ -462,6 +584,50 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
                 ]
             )
     out.append(common.markdown_table(headers, rows))
+    many = data.get("concurrent", {}).get("results", {})
+    if any(many.values()):
+        key = data["concurrent"]["key"]
+        mib, count = key.split("x")
+        out += [
+            "",
+            f"### {count} concurrent {mib} MiB image answers, each saved to its own file",
+            "",
+        ]
+        many_headers = [
+            "path",
+            "request → all on disk",
+            "worst stall",
+            "p99 stall",
+            "ticks",
+            "CPU ms",
+            "peak RSS growth MiB",
+            "× images",
+        ]
+        many_rows = []
+        for mode in MANY_MODES:
+            runs = many.get(mode) or []
+            label = LABELS[mode].format(n=count)
+            if not runs:
+                many_rows.append([label, "skipped (see note)"] + ["—"] * 6)
+                continue
+
+            def mcell(key: str, scale: float, runs: list[dict[str, Any]] = runs) -> str:
+                return common.stat([r[key] * scale for r in runs]).fmt(",.1f")
+
+            growth = common.stat([r["peak_rss_growth_bytes"] for r in runs]).median
+            many_rows.append(
+                [
+                    label,
+                    mcell("request_to_disk_s", 1e3),
+                    mcell("lag_whole_path_s", 1e3),
+                    mcell("lag_p99_whole_path_s", 1e3),
+                    f"{common.stat([r['ticks_whole_path'] for r in runs]).median:,.0f}",
+                    mcell("cpu_s", 1e3),
+                    mcell("peak_rss_growth_bytes", 1 / common.MIB),
+                    common.fmt_ratio(growth / runs[0]["bytes"]),
+                ]
+            )
+        out.append(common.markdown_table(many_headers, many_rows))
     notes = []
     for mib in data["sizes"]:
         for mode in MODES:
@@ -483,6 +649,12 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
         for r in runs
         if r.get("involuntary_switches", 0) > 20
     ]
+    preempted += [
+        f"{m} ({r['involuntary_switches']:,})"
+        for m, runs in data.get("concurrent", {}).get("results", {}).items()
+        for r in runs
+        if r.get("involuntary_switches", 0) > 20
+    ]
     if preempted:
         notes.append(
             "- Preempted more than 20 times during the call (other load on the client's "
@@ -493,6 +665,7 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
     if data["skipped"]:
         out.append("")
         out += [f"- Skipped `{LABELS[m]}`: {why}" for m, why in data["skipped"].items()]
+    # (×N labels keep their {n}: the count is in the table's title)
     return "\n".join(out) + "\n"
 
 
@@ -503,7 +676,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(description="Decode-and-save cost of large images.")
     parser.add_argument("--quick", action="store_true", help="1 round (for CI)")
-    parser.add_argument("--sizes", default="8,32", help="image sizes in MiB (decoded)")
+    parser.add_argument("--sizes", default="8,32", help="image sizes in MiB (decoded); '' for none")
+    parser.add_argument("--modes", default="", help="comma-separated modes to run (default: all)")
+    parser.add_argument(
+        "--concurrent", type=int, default=50, help="concurrent calls of the ×N rows (0: none)"
+    )
+    parser.add_argument("--concurrent-mib", type=float, default=8.0, help="their image size")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
     parser.add_argument("--tmpdir", default=None, help="where images are saved (default: system)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
