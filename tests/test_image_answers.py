@@ -365,3 +365,29 @@ def test_from_bytes_holds_the_bytes() -> None:
     assert GeneratedImage.from_b64(image.b64).data == png
     with pytest.raises(Exception, match="data"):
         GeneratedImage.from_bytes(b"")
+
+
+async def test_retried_and_traced_image_calls_decode_too(
+    server: MockSamsarServer, session_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from samsar_async.hooks import EventHooks
+
+    readers = Readers(monkeypatch)
+    statuses: list[int | None] = []
+
+    async def on_response(event: Any) -> None:
+        statuses.append(event.status)
+
+    png = picture(70_000)
+    server.faults.add(Fault.status(500))
+    server.faults.add(Fault.body(200, answer(call("ig_1", b64(png))), "application/json"))
+    async with AsyncSamsar(
+        server.api_key,
+        base_url=server.url,
+        retry=RetryPolicy(initial_backoff=0, max_backoff=0),
+        event_hooks=EventHooks(on_response=[on_response]),
+    ) as c:
+        resp = await c.assistant.complete(session_id, "x", tools=[TOOL], tool_choice=TOOL)
+    assert statuses == [500, 200]
+    assert resp.images[0].data == png
+    assert len(readers.made) == 1  # the 500's small error body is read whole
