@@ -1,8 +1,11 @@
 """Generated images on disk: :func:`save_image` and :func:`save_images`.
 
 The API returns each generated image as an ``image_generation_call`` output
-item whose ``result`` is base64 text (PNG, JPEG, WebP or GIF).
-:class:`~samsar_async.models.GeneratedImage` (``response.images``) holds that
+item whose ``result`` is base64 text (PNG, JPEG, WebP or GIF). The client
+decodes it as the answer arrives (when the request offered the
+``image_generation`` tool): the images of ``response.images`` hold their
+bytes. A :class:`~samsar_async.models.GeneratedImage` built from base64 text
+(``GeneratedImage(b64=...)``, :meth:`~GeneratedImage.from_b64`) holds that
 text and decodes it only when asked:
 
 - :attr:`GeneratedImage.size`, :attr:`~GeneratedImage.mime_type` and
@@ -11,8 +14,9 @@ text and decodes it only when asked:
   characters);
 - :attr:`GeneratedImage.data` decodes everything at once and caches the bytes;
 - :func:`save_image` and :func:`save_images` (this module: the only one that
-  writes image files) decode chunk by chunk straight into a temporary file
-  from a worker thread, then move it into place atomically.
+  writes image files) write from a worker thread into a temporary file
+  (decoding base64 text chunk by chunk on the way), then move it into place
+  atomically.
 
 Decoding is strict: only the standard alphabet ``A-Z a-z 0-9 + /``, a length
 that is a multiple of 4, at most two ``=`` and only at the very end. The API

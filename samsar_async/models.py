@@ -679,7 +679,12 @@ class Response:
 
     @property
     def raw(self) -> Mapping[str, Any]:
-        """The JSON object as received (empty for a response built in code)."""
+        """The JSON object as received (empty for a response built in code).
+
+        In the answer to a request offering the ``image_generation`` tool, each
+        image's ``result`` is a placeholder: the image was decoded as the answer
+        arrived (see :attr:`images`).
+        """
         return self._raw
 
     @property

@@ -164,10 +164,14 @@ _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTurns] = (
 
 
 def _loop_turns() -> _LoopTurns:
+    """The running loop's turns (a loop that takes no weak reference: this answer's own)."""
     loop = asyncio.get_running_loop()
-    turns = _turns.get(loop)
-    if turns is None:
-        turns = _turns[loop] = _LoopTurns()
+    try:
+        turns = _turns.get(loop)
+        if turns is None:
+            turns = _turns[loop] = _LoopTurns()
+    except TypeError:
+        return _LoopTurns()
     return turns
 
 
