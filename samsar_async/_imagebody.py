@@ -166,20 +166,50 @@ class _Sink:
 
 
 class _MemorySink(_Sink):
-    __slots__ = ("data",)
+    """Decoded bytes kept as a list of pieces, never one growing buffer: growing a
+    ``bytearray`` by slices reallocates and copies it (milliseconds for a few MiB,
+    in whichever feed() crosses a size), and joining at the end would copy once
+    more. Small writes (the quads around escapes and chunk edges) are gathered
+    into pieces of at least :data:`_PIECE_BYTES`."""
+
+    __slots__ = ("pieces", "tail")
 
     def __init__(self) -> None:
-        self.data: bytearray | None = bytearray()
+        self.pieces: list[bytes] | None = []
+        self.tail = bytearray()
 
     def write(self, data: bytes) -> None:
-        assert self.data is not None
-        self.data += data
+        pieces = self.pieces
+        assert pieces is not None
+        if len(data) >= _PIECE_BYTES:
+            if self.tail:
+                pieces.append(bytes(self.tail))
+                self.tail = bytearray()
+            pieces.append(data)
+            return
+        self.tail += data
+        if len(self.tail) >= _PIECE_BYTES:
+            pieces.append(bytes(self.tail))
+            self.tail = bytearray()
+
+    def take(self) -> tuple[bytes, ...]:
+        """The pieces, now the caller's (the sink is emptied)."""
+        pieces = self.pieces or []
+        if self.tail:
+            pieces.append(bytes(self.tail))
+        self.pieces = None
+        self.tail = bytearray()
+        return tuple(pieces)
 
     def read_all(self) -> bytes:
-        return bytes(self.data or b"")
+        return b"".join(self.pieces or ()) + bytes(self.tail)
 
     def discard(self) -> None:
-        self.data = None
+        self.pieces = None
+        self.tail = bytearray()
+
+
+_PIECE_BYTES: Final = 64 * 1024
 
 
 class _FileSink(_Sink):
@@ -224,12 +254,13 @@ class DecodedImage:
 
     ``index`` is its place in :attr:`ImageBody.images` (and in the remainder's
     placeholder); ``output_index`` the place of its item in ``output``.
-    Exactly one of ``data`` (in-memory mode) and ``path`` (file mode: a
-    temporary file now owned by the caller) is set, unless ``error`` is: then
-    neither is, and ``error`` says why the base64 text was invalid.
+    Exactly one of ``pieces`` (in-memory mode: the decoded bytes, in order) and
+    ``path`` (file mode: a temporary file now owned by the caller) is set,
+    unless ``error`` is: then neither is, and ``error`` says why the base64
+    text was invalid.
     """
 
-    __slots__ = ("data", "error", "index", "item_id", "output_index", "path", "size")
+    __slots__ = ("error", "index", "item_id", "output_index", "path", "pieces", "size")
 
     def __init__(
         self,
@@ -238,7 +269,7 @@ class DecodedImage:
         output_index: int,
         item_id: str | None,
         size: int,
-        data: bytearray | None = None,
+        pieces: tuple[bytes, ...] | None = None,
         path: str | None = None,
         error: ImageDecodeError | None = None,
     ) -> None:
@@ -246,9 +277,14 @@ class DecodedImage:
         self.output_index = output_index
         self.item_id = item_id
         self.size = size
-        self.data = data
+        self.pieces = pieces
         self.path = path
         self.error = error
+
+    @property
+    def data(self) -> bytes | None:
+        """In-memory mode: the pieces joined (a copy); ``None`` otherwise."""
+        return None if self.pieces is None else b"".join(self.pieces)
 
     def __repr__(self) -> str:
         where = "error" if self.error else ("file" if self.path else "memory")
@@ -306,7 +342,7 @@ class ImageBody:
             if image.path is not None:
                 _unlink(image.path)
                 image.path = None
-            image.data = None
+            image.pieces = None
 
 
 # --------------------------------------------------------------------------- scanning state
@@ -889,9 +925,8 @@ class ImageBodyReader:
                 output_index=item.output_index,
                 item_id=item.id,
                 size=stream.decoded,
-                data=stream.sink.data,
+                pieces=stream.sink.take(),
             )
-            stream.sink.data = None
         self._images.append(image)
         return _json.dumps(placeholder(index))
 

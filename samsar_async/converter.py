@@ -664,7 +664,7 @@ class _ImageParts(_Parts):
                 image = GeneratedImage(b64=item.result, **fields)
             else:
                 found = decoded[index]
-                image = GeneratedImage._decoded(found.data, error=found.error, **fields)
+                image = GeneratedImage._decoded(found.pieces, error=found.error, **fields)
                 self._by_index[index] = image
             if ok:
                 images.append(image)

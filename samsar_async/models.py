@@ -92,9 +92,9 @@ class GeneratedImage:
     index: int = attrs.field(default=0, validator=_check_index)
     """Position among the response's images."""
 
-    # The decoded bytes: a bytearray as the answer's reader left them (turned into
-    # bytes once, by the first use of .data), bytes once decoded or given.
-    _data: bytes | bytearray | None = attrs.field(default=None, init=False, repr=False)
+    # The decoded bytes: the pieces the answer's reader decoded, in order (joined
+    # once, by the first use of .data), or bytes once decoded or given.
+    _data: bytes | tuple[bytes, ...] | None = attrs.field(default=None, init=False, repr=False)
     _mime: str | None = attrs.field(default=None, init=False, repr=False)
     # Why the image's base64, decoded as the answer arrived, was invalid.
     _error: ImageDecodeError | None = attrs.field(default=None, init=False, repr=False)
@@ -154,7 +154,7 @@ class GeneratedImage:
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentError("data", f"must be bytes, not {type(data).__name__}")
-        payload = data if type(data) is bytes else bytes(data)
+        payload = data if isinstance(data, bytes) else bytes(data)
         if not payload:
             raise InvalidArgumentError("data", "must not be empty")
         return cls._decoded(
@@ -169,7 +169,7 @@ class GeneratedImage:
     @classmethod
     def _decoded(
         cls,
-        data: bytes | bytearray | None,
+        data: bytes | tuple[bytes, ...] | None,
         *,
         id: str,
         revised_prompt: str | None,
@@ -178,8 +178,8 @@ class GeneratedImage:
         index: int,
         error: ImageDecodeError | None = None,
     ) -> GeneratedImage:
-        """An image holding ``data`` (not copied: a bytearray becomes the image's,
-        nobody else may touch it), or ``error``, raised whenever it is used."""
+        """An image holding ``data`` (bytes, or pieces to be read in order), or
+        ``error``, raised whenever it is used."""
         image = cls(
             id=id,
             b64="",  # replaced below: no text, the bytes
@@ -212,8 +212,9 @@ class GeneratedImage:
             return text
         if self._error is not None:
             raise self._error
-        assert self._data is not None
-        return _base64.encode(self._data)
+        data = self._data
+        assert data is not None
+        return _base64.encode(data if isinstance(data, bytes) else b"".join(data))
 
     @property
     def size(self) -> int:
@@ -222,8 +223,11 @@ class GeneratedImage:
         Raises :class:`ImageDecodeError` if the length or padding is invalid.
         Characters are not checked here: :attr:`data` and saving do that.
         """
-        if self._data is not None:
-            return len(self._data)
+        data = self._data
+        if isinstance(data, bytes):
+            return len(data)
+        if data is not None:
+            return sum(map(len, data))
         return self._structure()
 
     @property
@@ -248,17 +252,17 @@ class GeneratedImage:
         """The decoded bytes, cached.
 
         An image built from base64 text is strictly decoded in one go on first
-        use. An image that arrived decoded hands out its bytes (the first
-        access copies them once into an immutable ``bytes``).
+        use. An image that arrived decoded joins the pieces it was decoded in
+        (one copy, on first access).
 
         To write a file, prefer :func:`samsar_async.images.save_image`, which
         never copies nor decodes the whole image on the event loop.
         """
         data = self._data
-        if type(data) is bytes:
+        if isinstance(data, bytes):
             return data
         if data is not None:
-            data = bytes(data)
+            data = b"".join(data)
         else:
             self._structure()
             assert self._text is not None
@@ -295,8 +299,16 @@ class GeneratedImage:
         return n // 4 * 3 - pad
 
     def _head(self) -> bytes:
-        if self._data is not None:
-            return bytes(self._data[:12])
+        data = self._data
+        if isinstance(data, bytes):
+            return data[:12]
+        if data is not None:
+            first = b""
+            for piece in data:
+                first += piece[: 12 - len(first)]
+                if len(first) == 12:
+                    break
+            return first
         self._structure()
         assert self._text is not None
         head = self._text[:HEAD_CHARS]
@@ -310,10 +322,14 @@ class GeneratedImage:
     def _chunks(self, decoder: Decoder) -> Iterator[bytes | memoryview]:
         """Yield the decoded bytes piece by piece (strict); the saver in
         :mod:`samsar_async.images` writes them one at a time."""
-        if self._data is not None:
-            view = memoryview(self._data).toreadonly()
+        data = self._data
+        if isinstance(data, bytes):
+            view = memoryview(data)
             for start in range(0, len(view), WRITE_CHUNK_BYTES):
                 yield view[start : start + WRITE_CHUNK_BYTES]
+            return
+        if data is not None:
+            yield from data
             return
         self._structure()
         text = self._text
