@@ -233,9 +233,10 @@ async def _stream(url: str, out_dir: Path, to_file: bool) -> dict[str, float]:
         if image.path is not None:
             os.replace(image.path, path)
         else:
-            assert image.data is not None
+            assert image.pieces is not None
             with open(path, "wb") as f:
-                f.write(image.data)
+                for piece in image.pieces:
+                    f.write(piece)
         return {"t_req": t_req, "t_resp": t_resp, "t_saved": time.perf_counter()}
 
     figures = await _measured(run, session.close)
