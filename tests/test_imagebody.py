@@ -388,6 +388,23 @@ def test_escaped_slashes_and_unicode_escapes_are_unescaped() -> None:
     assert image_bytes(result, 0) == b"A"
 
 
+def test_memory_mode_keeps_few_large_pieces() -> None:
+    """Decoded bytes are kept as pieces (never one growing buffer), and the 3-byte
+    quads that escapes produce are gathered into pieces of at least 64 KiB."""
+    data = os.urandom(300_000)
+    text = base64.b64encode(data).decode()
+    escaped = "".join(f"\\u{ord(c):04x}" for c in text)  # every character escaped
+    for result_text in (text, escaped):
+        body = image_answer("X").replace(b'"X"', b'"' + result_text.encode() + b'"')
+        _, result = read(body, list(range(1000, len(body), 7919)))
+        [image] = result.images
+        assert image.pieces is not None
+        assert b"".join(image.pieces) == data
+        assert image.size == len(data)
+        assert all(len(piece) >= 64 * 1024 for piece in image.pieces[:-1])
+        assert len(image.pieces) <= len(data) // (64 * 1024) + 1
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
