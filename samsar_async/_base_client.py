@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from multidict import istr
+
 from . import _json
 from ._flow import AdaptiveLimiter, OutageGate, run_attempt
 from ._observe import CallObserver, HookObserver, Observers, Trace
@@ -177,6 +179,8 @@ def _check_max_response_bytes(value: int) -> int:
         raise InvalidArgumentError("max_response_bytes", "must be an integer >= 1")
     return value
 
+
+_IDEMPOTENCY_KEY = istr("Idempotency-Key")
 
 _PER_CALL_HEADERS = {
     "authorization": "the API key is sent for you: pass it as api_key=",
@@ -379,6 +383,7 @@ class BaseClient:
         key = _check_api_key(api_key)
         self.base_url: str = _check_base_url(base_url, allow_insecure_http)
         """The API's base URL, without a trailing slash."""
+        self._urls: dict[str, str] = {}
         self.timeout: Timeout = Timeout.of(timeout)
         """The default timeouts of every call."""
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy.disabled()
@@ -405,6 +410,9 @@ class BaseClient:
         }
         headers.update(_check_default_headers("default_headers", default_headers))
         headers["Authorization"] = f"Bearer {key}"
+        # Case-insensitive names (istr) that carry their folded form: aiohttp copies the
+        # headers into each request, and would fold a plain str name again every time.
+        headers = {istr(name): value for name, value in headers.items()}
         configs = _check_trace_configs(trace_configs)
         trust_env = _check_bool("trust_env", trust_env)
         proxy = _check_proxy(proxy, self.base_url, allow_insecure_http)
@@ -545,6 +553,11 @@ class BaseClient:
         self._instruments = tuple(o for o in self._instruments if o is not observer)
         self._set_observer()
 
+    def _url(self, path: str) -> str:
+        """The URL of ``path`` (kept: a call's URL is not rebuilt on every call)."""
+        url = self._urls[path] = self.base_url + path
+        return url
+
     def _new_idempotency_key(self) -> str | None:
         """A fresh key for one logical call, or ``None`` when keys are turned off."""
         return _new_key() if self.idempotency_keys else None
@@ -596,16 +609,19 @@ class BaseClient:
             if key is not None:
                 headers["Idempotency-Key"] = key
         else:
-            headers = None if key is None else {"Idempotency-Key": key}
+            headers = None if key is None else {_IDEMPOTENCY_KEY: key}
         own = self._headers
         if own is not None:  # a with_options() client's default headers
             headers = {**own, **headers} if headers else dict(own)
         try:
-            data = _json.dumps(body)
+            # orjson returns its bytes in a 4 KiB buffer whatever the length: held for the
+            # whole call (retries resend it), so keep an exact-size copy (%b: the cheapest).
+            data = b"%b" % _json.dumps(body)
         except (TypeError, ValueError, RecursionError) as exc:
             raise json_error(body, exc) from None
+        del body  # (the call holds the encoded bytes, not the dict)
         t = self.timeout if timeout is UNSET else Timeout.of(timeout)
-        url = self.base_url + path
+        url = self._urls.get(path) or self._url(path)
         observer = self._observer
         trace = None if observer is None else observer.start("POST", path, url, session_id, key)
         locks = self._turns

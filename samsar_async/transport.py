@@ -30,6 +30,7 @@ Using one pool from two live loops at once raises :class:`UsageError`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -231,6 +232,12 @@ class Transport:
     _extra: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     # Whether ``headers`` go with each request (not as the session's defaults).
     _per_request: bool = attrs.field(default=False, init=False, repr=False)
+    # The client's own FIFO for connections (see _wait_for_slot): the pool's free slots
+    # and the calls waiting for one, or None when the pool is not the client's own.
+    _free: int = attrs.field(default=0, init=False, repr=False)
+    _queue: collections.deque[asyncio.Future[bool | None]] | None = attrs.field(
+        default=None, init=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         extra: dict[str, Any] = {}
@@ -329,6 +336,13 @@ class Transport:
         self._loop = loop
         self._thread = threading.get_ident()
         self._loop_running = loop.is_running
+        # The client's own pool, whose limit it knows: calls wait for a connection in the
+        # client's queue (a future each) rather than in aiohttp's (a whole request each).
+        # Not with a connector of the user's (its limit is theirs) nor with trace configs
+        # (their connection-queued signals come from aiohttp's queue).
+        own_queue = given is None and not self.trace_configs
+        self._free = self.max_connections
+        self._queue = collections.deque() if own_queue else None
         watch = self._watch = self._watch_loop(session)
         with contextlib.suppress(StopIteration):
             # Start it on this loop: asyncio registers it for shutdown_asyncgens().
@@ -374,6 +388,10 @@ class Transport:
         for sleeper in self._sleepers:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
                 sleeper.get_loop().call_soon_threadsafe(_wake, sleeper)
+        queue, self._queue = self._queue, None
+        if queue:
+            with contextlib.suppress(RuntimeError):  # (its loop is closed)
+                queue[0].get_loop().call_soon_threadsafe(_close_queue, queue)
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
         self._finish_watch()
@@ -426,6 +444,12 @@ class Transport:
         session = self._session
         if session is None or self._thread != get_ident() or not self._loop_running():
             session = self._open()
+        queue = self._queue
+        if queue is not None:
+            if self._free > 0 and not queue:
+                self._free -= 1
+            else:
+                timeout = await self._wait_for_slot(queue, timeout, url, idempotency_key)
         extra = self._extra
         try:
             if extra is None:
@@ -506,6 +530,72 @@ class Transport:
                 f"({_describe(exc)}); it may have been charged",
                 idempotency_key=idempotency_key,
             ) from exc
+        finally:
+            if queue is not None and queue is self._queue:
+                self._release_slot(queue)
+
+    def _release_slot(self, queue: collections.deque[asyncio.Future[bool | None]]) -> None:
+        """A call is done with its connection: hand the slot to the oldest waiting call."""
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self._free += 1
+
+    async def _wait_for_slot(
+        self,
+        queue: collections.deque[asyncio.Future[bool | None]],
+        timeout: aiohttp.ClientTimeout,
+        url: str,
+        key: str | None,
+    ) -> aiohttp.ClientTimeout:
+        """Wait (FIFO) until a connection of the pool is free; the attempt's timeout,
+        less the time spent waiting.
+
+        Every connection is taken: the call waits here, holding a future, instead of
+        in aiohttp's connector, holding its whole prepared request and a timer (a few
+        KiB per queued call). The slot passes straight from the call that frees it to
+        the oldest waiting one. ``timeout.connect`` bounds the wait as aiohttp's does:
+        running out of it is *not sent*. :meth:`close` ends the wait with
+        :class:`ClientClosedError`.
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        waiter: asyncio.Future[bool | None] = loop.create_future()
+        queue.append(waiter)
+        pool = timeout.connect
+        started = loop.time()
+        timer = None if pool is None else loop.call_at(started + pool, _expire, waiter)
+        try:
+            granted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._release_slot(queue)  # granted just as the call was cancelled: pass it on
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if granted is None:
+            raise ClientClosedError(
+                "the client was closed while this call waited for a connection; nothing was sent",
+                sent=False,
+            )
+        if not granted:
+            raise APIConnectTimeoutError(
+                f"timed out getting a connection to {_host(url)}: nothing was sent",
+                idempotency_key=key,
+            )
+        waited = loop.time() - started
+        total = timeout.total
+        if total is None and pool is None:
+            return timeout
+        return aiohttp.ClientTimeout(
+            total=None if total is None else max(total - waited, 0.001),
+            connect=None if pool is None else max(pool - waited, 0.001),
+            sock_read=timeout.sock_read,
+            sock_connect=timeout.sock_connect,
+            ceil_threshold=timeout.ceil_threshold,
+        )
 
     async def probe(self, url: str, *, within: float) -> bool:
         """Whether the server at ``url`` answers: a ``GET`` that costs nothing.
@@ -613,6 +703,20 @@ else:  # pragma: no cover - Python 3.10
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[bool | None]) -> None:
+    """A call waited for a connection as long as its timeout allows."""
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+def _close_queue(queue: collections.deque[asyncio.Future[bool | None]]) -> None:
+    """The client closed: every call waiting for a connection ends (``ClientClosedError``)."""
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _closed_during(exc: BaseException) -> ClientClosedError:
