@@ -32,7 +32,9 @@ import argparse
 import asyncio
 import inspect
 import json
+import os
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +50,11 @@ HEADERS = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
 CONCURRENCY = 256
 SDK_DEFAULT_POOL = 100
 
-THROUGHPUT_MODES = ("samsar-many", "aiohttp-gather")
+THROUGHPUT_MODES = ("samsar-many", "samsar-many-fixed", "aiohttp-gather")
 STREAM_MODES = ("samsar-stream", "aiohttp-stream")
 LABELS = {
     "samsar-many": "samsar complete_many",
+    "samsar-many-fixed": "samsar complete_many, adaptive=False",
     "aiohttp-gather": "aiohttp gather+Semaphore",
     "samsar-stream": "samsar complete_many (generator)",
     "aiohttp-stream": "aiohttp 256 workers (generator, floor)",
@@ -96,9 +99,10 @@ def _sdk(url: str, pool: int) -> tuple[Any, Callable[..., Any], type]:
 
 
 async def _iterate(
-    complete_many: Callable[..., Any], requests: Iterable[Any]
+    complete_many: Callable[..., Any], requests: Iterable[Any], *, adaptive: bool = True
 ) -> AsyncIterator[Any]:
-    async with complete_many(requests, concurrency=CONCURRENCY) as results:
+    kwargs = {} if adaptive else {"adaptive": False}  # the default, as users call it
+    async with complete_many(requests, concurrency=CONCURRENCY, **kwargs) as results:
         async for result in results:
             yield result
 
@@ -113,7 +117,7 @@ def _check_sdk(result: Any) -> None:
 # --------------------------------------------------------------------------- raw rows
 
 
-def _raw_session(pool: int) -> Any:
+async def _raw_session(pool: int) -> Any:
     import aiohttp
 
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool))
@@ -172,63 +176,89 @@ class Checkpoints:
             )
 
 
-async def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
+async def _drain(complete_many: Callable[..., Any], requests: Any, adaptive: bool) -> int:
+    """Run a batch to its end, checking every result; how many results came."""
+    count = 0
+    async for r in _iterate(complete_many, requests, adaptive=adaptive):
+        _check_sdk(r)
+        count += 1
+    return count
+
+
+def _worker_main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"mode": args.mode, "n": args.n}
     endpoint = args.url + "/assistant/completion"
     warmup = 2 * CONCURRENCY
     done = 0
-    if args.mode.startswith("samsar"):
-        try:
-            client, complete_many, completion_request = _sdk(args.url, args.pool)
-        except Skip as exc:
-            return result | {"skipped": str(exc)}
+    loop = asyncio.new_event_loop()
+    run = loop.run_until_complete
+    try:
+        if args.mode.startswith("samsar"):
+            try:
+                client, complete_many, completion_request = _sdk(args.url, args.pool)
+            except Skip as exc:
+                return result | {"skipped": str(exc)}
 
-        def requests(start: int, count: int) -> Iterator[Any]:
-            for i in range(start, start + count):
-                yield completion_request(
-                    session_id=session_id(i), input=PROMPT, max_output_tokens=MAX_OUTPUT_TOKENS
-                )
+            def requests(start: int, count: int) -> Iterator[Any]:
+                for i in range(start, start + count):
+                    yield completion_request(
+                        session_id=session_id(i), input=PROMPT, max_output_tokens=MAX_OUTPUT_TOKENS
+                    )
 
-        try:
-            async for r in _iterate(complete_many, list(requests(10**9, warmup))):
-                _check_sdk(r)
-            rss_before = common.current_rss_bytes()
-            marks = Checkpoints([args.n // 100, args.n // 10, args.n])
-            cpu0, t0 = common.cpu_seconds(), time.perf_counter()
-            source = requests(0, args.n)
-            if args.mode == "samsar-many":
-                source = list(source)  # type: ignore[assignment]
-            switches0 = common.involuntary_switches()
-            async for r in _iterate(complete_many, source):
-                _check_sdk(r)
-                done += 1
-                marks.done(done)
-        finally:
-            await _aclose(client)
-    else:
-        session = _raw_session(args.pool)
-        try:
-            await _raw_gather(session, endpoint, range(10**9, 10**9 + warmup))
-            rss_before = common.current_rss_bytes()
-            marks = Checkpoints([args.n // 100, args.n // 10, args.n])
-            cpu0, t0 = common.cpu_seconds(), time.perf_counter()
-            switches0 = common.involuntary_switches()
-            if args.mode == "aiohttp-gather":
-                done = await _raw_gather(session, endpoint, range(args.n))
-                marks.done(done)
-            else:
-                ids = iter(range(args.n))
+            adaptive = args.mode != "samsar-many-fixed"
+            try:
+                run(_drain(complete_many, list(requests(10**9, warmup)), adaptive))
+                rss_before = common.current_rss_bytes()
+                source: Iterable[Any] = requests(0, args.n)
+                if args.mode != "samsar-stream":
+                    source = list(source)
 
-                async def worker() -> None:
+                async def measured() -> None:
                     nonlocal done
-                    for i in ids:
-                        await _raw_call(session, endpoint, i)
+                    async for r in _iterate(complete_many, source, adaptive=adaptive):
+                        _check_sdk(r)
                         done += 1
                         marks.done(done)
 
-                await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        finally:
-            await session.close()
+                marks = Checkpoints([args.n // 100, args.n // 10, args.n])
+                cpu0, t0 = common.cpu_seconds(), time.perf_counter()
+                switches0 = common.involuntary_switches()
+                # Under callgrind (--instr-n) only what runs inside run_measured is counted.
+                common.run_measured(lambda: run(measured()))
+            finally:
+                run(_aclose(client))
+        else:
+            session = run(_raw_session(args.pool))
+            try:
+                run(_raw_gather(session, endpoint, range(10**9, 10**9 + warmup)))
+                rss_before = common.current_rss_bytes()
+
+                async def measured() -> None:
+                    nonlocal done
+                    if args.mode == "aiohttp-gather":
+                        done = await _raw_gather(session, endpoint, range(args.n))
+                        marks.done(done)
+                        return
+                    ids = iter(range(args.n))
+
+                    async def worker() -> None:
+                        nonlocal done
+                        for i in ids:
+                            await _raw_call(session, endpoint, i)
+                            done += 1
+                            marks.done(done)
+
+                    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+                marks = Checkpoints([args.n // 100, args.n // 10, args.n])
+                cpu0, t0 = common.cpu_seconds(), time.perf_counter()
+                switches0 = common.involuntary_switches()
+                common.run_measured(lambda: run(measured()))
+            finally:
+                run(session.close())
+    finally:
+        run(loop.shutdown_asyncgens())
+        loop.close()
     wall = time.perf_counter() - t0
     cpu = common.cpu_seconds() - cpu0
     if done != args.n:
@@ -255,15 +285,17 @@ def worker(argv: list[str]) -> None:
     parser.add_argument("--pool", type=int, required=True)
     args = parser.parse_args(argv)
     common.pin_client()
-    sys.stdout.write(json.dumps(asyncio.run(_worker_main(args))) + "\n")
+    sys.stdout.write(json.dumps(_worker_main(args)) + "\n")
 
 
 # --------------------------------------------------------------------------- orchestration
 
 
-def _run(mode: str, url: str, n: int, pool: int) -> dict[str, Any]:
+def _run(mode: str, url: str, n: int, pool: int, prefix: list[str] | None = None) -> dict[str, Any]:
     res = common.run_worker(
-        "benchmarks.batch", [f"--mode={mode}", f"--url={url}", f"--n={n}", f"--pool={pool}"]
+        "benchmarks.batch",
+        [f"--mode={mode}", f"--url={url}", f"--n={n}", f"--pool={pool}"],
+        prefix=prefix or (),
     )
     if "skipped" in res:
         print(f"  {mode}: skipped ({res['skipped']})", file=sys.stderr)
@@ -281,6 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     throughput: dict[str, list[dict[str, Any]]] = {m: [] for m in THROUGHPUT_MODES}
     stream: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
+    instructions: dict[str, float] = {}
     with common.start_server() as (_proc, url):
         for rnd in range(args.rounds):
             modes = [m for m in THROUGHPUT_MODES if m not in skipped]
@@ -291,6 +324,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     skipped[mode] = res["skipped"]
                 else:
                     throughput[mode].append(res)
+        if args.instr_n and common.callgrind_unavailable() is None:
+            with tempfile.TemporaryDirectory(prefix="samsar-bench-cg-") as tmp:
+                for mode in THROUGHPUT_MODES:
+                    if mode in skipped:
+                        continue
+                    cg_file = os.path.join(tmp, f"{mode}.out")
+                    res = _run(mode, url, args.instr_n, args.pool, common.callgrind_prefix(cg_file))
+                    if "skipped" in res:
+                        continue
+                    per_call = common.callgrind_instructions(cg_file) / args.instr_n
+                    instructions[mode] = per_call
+                    print(
+                        f"  callgrind {mode:<17} {per_call:12,.0f} instructions/call",
+                        file=sys.stderr,
+                    )
         if args.stream_n:
             for mode in args.stream_modes.split(","):
                 res = _run(mode, url, args.stream_n, args.pool)
@@ -298,7 +346,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     skipped[mode] = res["skipped"]
                 else:
                     stream[mode] = res
-    return {"throughput": throughput, "stream": stream, "skipped": skipped}
+    return {
+        "throughput": throughput,
+        "instructions": instructions,
+        "stream": stream,
+        "skipped": skipped,
+    }
 
 
 def render(data: dict[str, Any], args: argparse.Namespace) -> str:
@@ -335,6 +388,21 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
     headers = ["loop", "calls/s", "× gather", "CPU µs/call", "× gather", "peak RSS MiB", "× gather"]
     if rows:
         out.append(common.markdown_table(headers, rows))
+    base_instr = data["instructions"].get("aiohttp-gather")
+    if data["instructions"] and base_instr:
+        out += [
+            "",
+            f"Instructions (callgrind over the {args.instr_n:,} measured requests only, "
+            "after the warm-up; one run each), per request:",
+            "",
+            common.markdown_table(
+                ["loop", "instructions/request", "× gather"],
+                [
+                    [LABELS[m], f"{v:,.0f}", common.fmt_ratio(v / base_instr)]
+                    for m, v in data["instructions"].items()
+                ],
+            ),
+        ]
     if args.stream_n:
         out += [
             "",
@@ -392,6 +460,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pool", type=int, default=SDK_DEFAULT_POOL, help="connections")
     parser.add_argument(
+        "--instr-n",
+        type=int,
+        default=None,
+        help="requests per row under callgrind (default 0: off; quick 500)",
+    )
+    parser.add_argument(
         "--stream-modes", default=",".join(STREAM_MODES), help="rows of the generator part"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
@@ -403,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         args.n = 2_000 if args.quick else 20_000
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
+    if args.instr_n is None:
+        args.instr_n = 500 if args.quick else 0
     if args.stream_n is None:
         args.stream_n = 5_000 if args.quick else 1_000_000
     data = run(args)

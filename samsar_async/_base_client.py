@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from multidict import istr
 
 from . import _json
-from ._flow import AdaptiveLimiter, OutageGate, run_attempt
+from ._flow import AdaptiveLimiter, OutageGate, Ticket, run_attempt
 from ._observe import CallObserver, HookObserver, Observers, Trace
 from ._turns import TurnQueues
 from ._version import __version__
@@ -109,6 +109,16 @@ def _first_attempt_timeout(t: Timeout) -> aiohttp.ClientTimeout:
     if t.total is not None and (limit is None or t.total < limit):
         limit = t.total
     return client_timeout(connect=t.connect, attempt=None if limit is None else max(limit, 0.001))
+
+
+def _timeout_left(t: Timeout, deadline: float | None) -> aiohttp.ClientTimeout:
+    """The aiohttp timeout of an attempt starting now, with ``deadline`` (monotonic) to keep."""
+    limit = t.read
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        # Rounded so that equal budgets share one cached ClientTimeout (never 0: no limit).
+        limit = max(round(left if limit is None or left < limit else limit, 3), 0.001)
+    return client_timeout(connect=t.connect, attempt=limit)
 
 
 def _check_api_key(api_key: str | None) -> str:
@@ -645,12 +655,35 @@ class BaseClient:
             limiter = self._limiter if use_limiter else None
             call: _Call[T] | None = None
             failure: APIError
-            if limiter is None and (gate is None or gate.steady or not gate.down):
+            slot = 0.0  # when the limiter's slot for the inline attempt was taken
+            epoch = 0  # ... and the limiter's decrease count then
+            attempted = 0
+            inline = gate_open = gate is None or gate.steady or not gate.down
+            if inline:
                 # The first attempt runs inline: a call that succeeds at once costs one
-                # coroutine frame here and nothing of the retry machinery.
+                # coroutine frame here and nothing of the retry machinery. Under the
+                # adaptive limit too: a free slot is taken with no allocation, a full
+                # limit waited for in line (a future each).
                 first_timeout = (
                     self._first_timeout if t is self.timeout else _first_attempt_timeout(t)
                 )
+                if limiter is not None:
+                    taken = limiter.try_acquire()
+                    if taken is None:
+                        deadline = None if t.total is None else started + t.total
+                        try:
+                            ticket = await limiter.acquire(deadline, key)
+                        except APIError as exc:  # nothing sent: on to the retry policy
+                            failure = exc
+                            inline = False
+                        else:
+                            taken = ticket.started
+                            first_timeout = _timeout_left(t, deadline)
+                    if taken is not None:
+                        slot = taken
+                        epoch = limiter._epoch
+            if inline:
+                attempted = 1
                 try:
                     if trace is None:
                         raw = await transport.post(
@@ -674,6 +707,8 @@ class BaseClient:
                             gate.on_success()
                         if trace is not None:
                             trace.end(None)
+                        if limiter is not None:
+                            limiter.release_ok(slot)
                         return result
                     failure = status_error(raw, key)
                     if logger.isEnabledFor(logging.DEBUG):
@@ -682,11 +717,17 @@ class BaseClient:
                     failure = exc
                     if logger.isEnabledFor(logging.DEBUG):
                         _log_failure(path, session_id, key, 1, exc, started)
+                except BaseException as exc:
+                    if limiter is not None:  # cancelled (or a bug): give the slot back
+                        limiter.release(Ticket(epoch, slot), exc)
+                    raise
+                if limiter is not None:
+                    limiter.release(Ticket(epoch, slot), failure)
                 if gate is not None:
                     gate.on_failure(failure)
-            else:
-                # The server is down (wait for it) or the call is under the adaptive
-                # limit: the first attempt goes through the flow control too.
+            elif not gate_open:
+                # The server is down (wait for it): the first attempt goes through the
+                # flow control too.
                 call = _Call(
                     transport, path, url, data, headers, key, t, parse, session_id, trace, images
                 )
@@ -713,7 +754,7 @@ class BaseClient:
                 call = _Call(
                     transport, path, url, data, headers, key, t, parse, session_id, trace, images
                 )
-                call.attempt = 1
+                call.attempt = attempted
                 if t.total is not None:
                     call.deadline = started + t.total
             policy = self.retry if isinstance(retry, Unset) else retry or _NO_RETRY

@@ -441,7 +441,7 @@ class AdaptiveLimiter:
         self._timer: asyncio.TimerHandle | None = None
         self._in_flight = 0
         self._closed = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
         self.throttles: int = 0
         """Throttled attempts seen."""
         self.decreases: int = 0
@@ -492,21 +492,28 @@ class AdaptiveLimiter:
         if not self._waiters and self._in_flight < self._limit and now >= self._hold_until:
             self._in_flight += 1
             return Ticket(self._epoch, now)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A future each, granted in turn by _wake (True) or expired by a timer at the
+        # deadline (False): no cancel scope per waiting call.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(future)
         self._wake()
-        granted = False
+        timer = None
+        if deadline is not None and not future.done():
+            timer = loop.call_later(max(deadline - time.monotonic(), 0.0), _expire, future)
         try:
-            with anyio.move_on_after(None if deadline is None else deadline - time.monotonic()):
-                await future
-                granted = True
-        finally:
-            if not granted:
-                if future.done() and not future.cancelled() and future.exception() is None:
+            granted = await future
+        except BaseException:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                if future.result():
                     self._in_flight -= 1  # granted just as we left: give it back
                     self._wake()
-                else:
-                    future.cancel()
+            else:
+                future.cancel()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if not granted:
             raise APIConnectTimeoutError(
                 f"timed out waiting for a slot under the adaptive concurrency limit "
@@ -514,6 +521,27 @@ class AdaptiveLimiter:
                 idempotency_key=idempotency_key,
             )
         return Ticket(self._epoch, self._clock())
+
+    def try_acquire(self) -> float | None:
+        """Take a slot if one is free now, without waiting: the time it was taken
+        (give it back with :meth:`release_ok` or :meth:`release`), else ``None``
+        (then :meth:`acquire` waits for one). Allocates nothing: the uncontended
+        path of every call under the limit."""
+        if self._waiters or self._in_flight >= self._limit or self._closed:
+            return None
+        now = self._clock()
+        if now < self._hold_until:
+            return None
+        self._in_flight += 1
+        return now
+
+    def release_ok(self, started: float) -> None:
+        """Give back a slot taken at ``started`` (by :meth:`try_acquire`) whose attempt
+        succeeded: :meth:`release` with no error, without a :class:`Ticket`."""
+        self._in_flight -= 1
+        self._on_success(started, self._clock())
+        if self._waiters:
+            self._wake()
 
     def shutdown(self) -> None:
         """The client is closing: every waiting call raises ``ClientClosedError`` now."""
@@ -531,7 +559,7 @@ class AdaptiveLimiter:
         self._in_flight -= 1
         now = self._clock()
         if exc is None:
-            self._on_success(ticket, now)
+            self._on_success(ticket.started, now)
         elif is_throttle(exc):
             retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
             self._on_throttle(ticket, now, retry_after)
@@ -544,8 +572,8 @@ class AdaptiveLimiter:
         self._window = window
         self._limit = int(window)
 
-    def _on_success(self, ticket: Ticket, now: float) -> None:
-        sample = now - ticket.started
+    def _on_success(self, started: float, now: float) -> None:
+        sample = now - started
         srtt = self._srtt
         self._srtt = sample if srtt is None else srtt + (sample - srtt) / 8
         if self._slow_start:
@@ -611,11 +639,17 @@ class AdaptiveLimiter:
             if future.done():
                 continue
             self._in_flight += 1
-            future.set_result(None)
+            future.set_result(True)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._wake()
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    """A call's deadline passed while it waited for a slot."""
+    if not future.done():
+        future.set_result(False)
 
 
 async def run_attempt(
