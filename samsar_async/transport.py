@@ -546,7 +546,7 @@ class Transport:
     async def _wait_for_slot(
         self,
         queue: collections.deque[asyncio.Future[bool | None]],
-        timeout: aiohttp.ClientTimeout,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - the attempt's, passed on
         url: str,
         key: str | None,
     ) -> aiohttp.ClientTimeout:
