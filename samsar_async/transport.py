@@ -232,12 +232,9 @@ class Transport:
     _extra: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
     # Whether ``headers`` go with each request (not as the session's defaults).
     _per_request: bool = attrs.field(default=False, init=False, repr=False)
-    # The client's own FIFO for connections (see _wait_for_slot): the pool's free slots
-    # and the calls waiting for one, or None when the pool is not the client's own.
-    _free: int = attrs.field(default=0, init=False, repr=False)
-    _queue: collections.deque[asyncio.Future[bool | None]] | None = attrs.field(
-        default=None, init=False, repr=False
-    )
+    # The client's own FIFO for pooled connections (see _Slots), or None when the pool
+    # is not the client's own.
+    _slots: _Slots | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         extra: dict[str, Any] = {}
@@ -341,8 +338,7 @@ class Transport:
         # Not with a connector of the user's (its limit is theirs) nor with trace configs
         # (their connection-queued signals come from aiohttp's queue).
         own_queue = given is None and not self.trace_configs
-        self._free = self.max_connections
-        self._queue = collections.deque() if own_queue else None
+        self._slots = _Slots(loop, self.max_connections) if own_queue else None
         watch = self._watch = self._watch_loop(session)
         with contextlib.suppress(StopIteration):
             # Start it on this loop: asyncio registers it for shutdown_asyncgens().
@@ -388,10 +384,10 @@ class Transport:
         for sleeper in self._sleepers:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
                 sleeper.get_loop().call_soon_threadsafe(_wake, sleeper)
-        queue, self._queue = self._queue, None
-        if queue:
+        slots, self._slots = self._slots, None
+        if slots is not None and slots.waiters:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
-                queue[0].get_loop().call_soon_threadsafe(_close_queue, queue)
+                slots.loop.call_soon_threadsafe(slots.close)
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
         self._finish_watch()
@@ -444,12 +440,12 @@ class Transport:
         session = self._session
         if session is None or self._thread != get_ident() or not self._loop_running():
             session = self._open()
-        queue = self._queue
-        if queue is not None:
-            if self._free > 0 and not queue:
-                self._free -= 1
+        slots = self._slots
+        if slots is not None:
+            if slots.free > 0 and not slots.waiters:
+                slots.free -= 1
             else:
-                timeout = await self._wait_for_slot(queue, timeout, url, idempotency_key)
+                timeout = await _wait_for_slot(slots, timeout, url, idempotency_key)
         extra = self._extra
         try:
             if extra is None:
@@ -531,71 +527,8 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
         finally:
-            if queue is not None and queue is self._queue:
-                self._release_slot(queue)
-
-    def _release_slot(self, queue: collections.deque[asyncio.Future[bool | None]]) -> None:
-        """A call is done with its connection: hand the slot to the oldest waiting call."""
-        while queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
-                return
-        self._free += 1
-
-    async def _wait_for_slot(
-        self,
-        queue: collections.deque[asyncio.Future[bool | None]],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - the attempt's, passed on
-        url: str,
-        key: str | None,
-    ) -> aiohttp.ClientTimeout:
-        """Wait (FIFO) until a connection of the pool is free; the attempt's timeout,
-        less the time spent waiting.
-
-        Every connection is taken: the call waits here, holding a future, instead of
-        in aiohttp's connector, holding its whole prepared request and a timer (a few
-        KiB per queued call). The slot passes straight from the call that frees it to
-        the oldest waiting one. ``timeout.connect`` bounds the wait as aiohttp's does:
-        running out of it is *not sent*. :meth:`close` ends the wait with
-        :class:`ClientClosedError`.
-        """
-        loop = self._loop or asyncio.get_running_loop()
-        waiter: asyncio.Future[bool | None] = loop.create_future()
-        queue.append(waiter)
-        pool = timeout.connect
-        started = loop.time()
-        timer = None if pool is None else loop.call_at(started + pool, _expire, waiter)
-        try:
-            granted = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._release_slot(queue)  # granted just as the call was cancelled: pass it on
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if granted is None:
-            raise ClientClosedError(
-                "the client was closed while this call waited for a connection; nothing was sent",
-                sent=False,
-            )
-        if not granted:
-            raise APIConnectTimeoutError(
-                f"timed out getting a connection to {_host(url)}: nothing was sent",
-                idempotency_key=key,
-            )
-        waited = loop.time() - started
-        total = timeout.total
-        if total is None and pool is None:
-            return timeout
-        return aiohttp.ClientTimeout(
-            total=None if total is None else max(total - waited, 0.001),
-            connect=None if pool is None else max(pool - waited, 0.001),
-            sock_read=timeout.sock_read,
-            sock_connect=timeout.sock_connect,
-            ceil_threshold=timeout.ceil_threshold,
-        )
+            if slots is not None and slots is self._slots:
+                slots.release()
 
     async def probe(self, url: str, *, within: float) -> bool:
         """Whether the server at ``url`` answers: a ``GET`` that costs nothing.
@@ -705,18 +638,125 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _expire(waiter: asyncio.Future[bool | None]) -> None:
-    """A call waited for a connection as long as its timeout allows."""
-    if not waiter.done():
-        waiter.set_result(False)
+class _Slots:
+    """The client's own queue for the connections of its pool (it knows their number).
+
+    A call takes a free slot at once, or waits in line holding a future, rather
+    than waiting in aiohttp's connector holding its whole prepared request and a
+    timer (a few KiB per queued call). A finishing call hands its slot straight to
+    the oldest waiting one. One timer, armed for the earliest deadline in line,
+    expires the calls that waited as long as their timeout allows.
+    """
+
+    __slots__ = ("deadlines", "free", "loop", "timer", "timer_at", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.free = size
+        # In line, oldest first: a future each (True: granted, False: timed out,
+        # None: the client closed) and its deadline (loop time).
+        self.waiters: collections.deque[asyncio.Future[bool | None]] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = _NEVER
+
+    def release(self) -> None:
+        """A call is done with its connection: the oldest waiting call gets it."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            self.deadlines.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self.free += 1
+
+    def add(self, waiter: asyncio.Future[bool | None], deadline: float) -> None:
+        """Put ``waiter`` in line until ``deadline`` (loop time; ``_NEVER`` for none)."""
+        self.waiters.append(waiter)
+        self.deadlines.append(deadline)
+        if deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(deadline, self.expire)
+
+    def expire(self) -> None:
+        """Time out the calls whose deadline passed; arm the timer for the next one."""
+        self.timer = None
+        self.timer_at = soonest = _NEVER
+        now = self.loop.time()
+        for waiter, deadline in zip(self.waiters, self.deadlines, strict=True):
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.set_result(False)
+            elif deadline < soonest:
+                soonest = deadline
+        if soonest < _NEVER:
+            self.timer_at = soonest
+            self.timer = self.loop.call_at(soonest, self.expire)
+
+    def close(self) -> None:
+        """The client closed: every call in line ends (``ClientClosedError``)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            self.deadlines.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
 
-def _close_queue(queue: collections.deque[asyncio.Future[bool | None]]) -> None:
-    """The client closed: every call waiting for a connection ends (``ClientClosedError``)."""
-    while queue:
-        waiter = queue.popleft()
-        if not waiter.done():
-            waiter.set_result(None)
+_NEVER = float("inf")
+
+
+async def _wait_for_slot(
+    slots: _Slots,
+    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - the attempt's, passed on
+    url: str,
+    key: str | None,
+) -> aiohttp.ClientTimeout:
+    """Wait in ``slots``' line for a connection; the attempt's timeout, less the wait.
+
+    ``timeout.connect`` bounds the wait as aiohttp's own does: running out of it
+    is *not sent*. The wait counts against the attempt's ``total`` (as a wait
+    in aiohttp's connector did), to within 1% of it.
+    """
+    loop = slots.loop
+    waiter: asyncio.Future[bool | None] = loop.create_future()
+    pool = timeout.connect
+    started = loop.time()
+    slots.add(waiter, _NEVER if pool is None else started + pool)
+    try:
+        granted = await waiter
+    except asyncio.CancelledError:
+        if waiter.done() and not waiter.cancelled() and waiter.result():
+            slots.release()  # granted just as the call was cancelled: pass it on
+        raise
+    if granted is None:
+        raise ClientClosedError(
+            "the client was closed while this call waited for a connection; nothing was sent",
+            sent=False,
+        )
+    if not granted:
+        raise APIConnectTimeoutError(
+            f"timed out getting a connection to {_host(url)}: nothing was sent",
+            idempotency_key=key,
+        )
+    waited = loop.time() - started
+    total = timeout.total
+    budget = total if total is not None else pool
+    if budget is None or waited * 100 <= budget:
+        return timeout  # (a wait under 1% of the budget: the cached timeout stands)
+    return aiohttp.ClientTimeout(
+        total=None if total is None else max(total - waited, 0.001),
+        connect=None if pool is None else max(pool - waited, 0.001),
+        sock_read=timeout.sock_read,
+        sock_connect=timeout.sock_connect,
+        ceil_threshold=timeout.ceil_threshold,
+    )
 
 
 def _closed_during(exc: BaseException) -> ClientClosedError:

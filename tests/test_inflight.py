@@ -1,0 +1,98 @@
+"""What a call holds while it waits: the client's own queue for pooled connections,
+and the adaptive limiter's slots on complete_many's default path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+
+from samsar_async import AsyncSamsar, BadRequestError, CompletionRequest
+from samsar_async.testing import Fault, MockSamsarServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsarServer) -> None:
+    sessions = [server.create_session() for _ in range(6)]
+    server.pause()
+    async with AsyncSamsar(server.api_key, base_url=server.url, max_connections=2) as client:
+        tasks = [asyncio.create_task(client.assistant.complete(s, "x")) for s in sessions]
+        await server.wait_until(lambda s: s.held == 2)
+        await anyio.wait_all_tasks_blocked()
+        transport = client._transport
+        slots = transport._slots
+        assert slots is not None
+        # The four others wait in the client's queue (a future each), not in aiohttp's
+        # connector (a whole prepared request each).
+        assert sum(not f.done() for f in slots.waiters) == 4
+        connector = transport.session.connector  # type: ignore[union-attr]
+        assert not any(connector._waiters.values())  # type: ignore[union-attr]
+        tasks[3].cancel()  # a waiting call leaves the line; nothing of it is sent
+        server.resume()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[3], asyncio.CancelledError)
+        assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 3)
+        sent = [r.session_id for r in server.requests]
+        assert sorted(sent) == sorted(s for i, s in enumerate(sessions) if i != 3)
+        assert slots.free == 2  # every slot came back, the cancelled one's too
+        assert not slots.waiters
+        assert server.max_in_flight == 2
+
+
+async def test_a_waiting_call_times_out_unsent_and_gives_its_place_up(
+    server: MockSamsarServer,
+) -> None:
+    server.pause()
+    async with AsyncSamsar(
+        server.api_key, base_url=server.url, max_connections=1, retry=None
+    ) as client:
+        first = asyncio.create_task(client.assistant.complete(server.create_session(), "holds"))
+        await server.wait_until(lambda s: s.held == 1)
+        with pytest.raises(Exception, match="nothing was sent") as info:
+            await client.assistant.complete(server.create_session(), "x", timeout=0.5)
+        assert getattr(info.value, "sent", None) is False
+        server.resume()
+        await first
+        # The slot is free again: the next call goes straight through.
+        answer = await client.assistant.complete(server.create_session(), "after")
+        assert answer.output_text
+        assert client._transport._slots.free == 1  # type: ignore[union-attr]
+    assert len(server.requests) == 2
+
+
+async def test_adaptive_batch_gives_back_every_slot(server: MockSamsarServer) -> None:
+    sessions = [server.create_session() for _ in range(60)]
+    bad = set(sessions[::7])
+    server.faults.add(
+        Fault.status(400), times=None, match=lambda _path, session_id: session_id in bad
+    )
+    client = AsyncSamsar(server.api_key, base_url=server.url, max_connections=8)
+    async with client:
+        requests = [CompletionRequest(session_id=s, input="x") for s in sessions]
+        # concurrency 20 against a limit of 8: twelve calls wait for a slot at any time
+        async with client.assistant.complete_many(requests, concurrency=20) as results:
+            outcomes = [r async for r in results]
+        assert len(outcomes) == 60
+        assert {r.request.session_id for r in outcomes if r.error is not None} == bad
+        assert all(isinstance(r.error, BadRequestError) for r in outcomes if r.error is not None)
+        assert server.max_in_flight <= 8
+        limiter = client._limiter
+        assert limiter.in_flight == 0
+        assert limiter.waiting == 0
+        assert limiter.limit == 8  # no throttle: the limit stays where it was
+
+        # Leaving a batch early, with calls in flight and calls waiting for a slot.
+        server.pause()
+        async with client.assistant.complete_many(requests, concurrency=20) as results:
+            await server.wait_until(lambda s: s.held == 8)
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.in_flight == 8
+            assert limiter.waiting == 12
+        server.resume()
+        assert limiter.in_flight == 0
+        assert limiter.waiting == 0
+        assert client._transport._slots.free == 8  # type: ignore[union-attr]
+        answer = await client.assistant.complete(sessions[1], "still fine")
+        assert answer.output_text
