@@ -8,14 +8,16 @@ import asyncio
 import anyio
 import pytest
 
-from samsar_async import AsyncSamsar, BadRequestError, CompletionRequest
+from samsar_async import APIConnectTimeoutError, AsyncSamsar, BadRequestError, CompletionRequest
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsarServer) -> None:
-    sessions = [server.create_session() for _ in range(6)]
+    # 2 connections, 256 calls waiting in aiohttp's connector, the 42 others in the
+    # client's own queue.
+    sessions = [server.create_session() for _ in range(300)]
     server.pause()
     async with AsyncSamsar(server.api_key, base_url=server.url, max_connections=2) as client:
         tasks = [asyncio.create_task(client.assistant.complete(s, "x")) for s in sessions]
@@ -24,42 +26,45 @@ async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsa
         transport = client._transport
         slots = transport._slots
         assert slots is not None
-        # The four others wait in the client's queue (a future each), not in aiohttp's
-        # connector (a whole prepared request each).
-        assert sum(not f.done() for f in slots.waiters) == 4
+        # A future each, not a whole prepared aiohttp request each.
+        assert sum(not f.done() for f in slots.waiters) == 42
         connector = transport.session.connector  # type: ignore[union-attr]
-        assert not any(connector._waiters.values())  # type: ignore[union-attr]
-        tasks[3].cancel()  # a waiting call leaves the line; nothing of it is sent
+        assert sum(len(w) for w in connector._waiters.values()) == 256  # type: ignore[union-attr]
+        tasks[-1].cancel()  # a waiting call leaves the line; nothing of it is sent
         server.resume()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert isinstance(results[3], asyncio.CancelledError)
-        assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 3)
+        assert isinstance(results[-1], asyncio.CancelledError)
+        assert all(not isinstance(r, BaseException) for r in results[:-1])
         sent = [r.session_id for r in server.requests]
-        assert sorted(sent) == sorted(s for i, s in enumerate(sessions) if i != 3)
-        assert slots.free == 2  # every slot came back, the cancelled one's too
+        assert sorted(sent) == sorted(sessions[:-1])
+        assert slots.free == 2 + 256  # every slot came back, the cancelled one's too
         assert not slots.waiters
         assert server.max_in_flight == 2
 
 
-async def test_a_waiting_call_times_out_unsent_and_gives_its_place_up(
+async def test_a_call_waiting_in_the_clients_queue_times_out_unsent(
     server: MockSamsarServer,
 ) -> None:
     server.pause()
     async with AsyncSamsar(
         server.api_key, base_url=server.url, max_connections=1, retry=None
     ) as client:
-        first = asyncio.create_task(client.assistant.complete(server.create_session(), "holds"))
+        # One call on the connection, 256 waiting in aiohttp's connector.
+        ahead = [
+            asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))
+            for _ in range(257)
+        ]
         await server.wait_until(lambda s: s.held == 1)
-        with pytest.raises(Exception, match="nothing was sent") as info:
+        with pytest.raises(APIConnectTimeoutError, match="nothing was sent") as info:
             await client.assistant.complete(server.create_session(), "x", timeout=0.5)
-        assert getattr(info.value, "sent", None) is False
+        assert info.value.sent is False
         server.resume()
-        await first
-        # The slot is free again: the next call goes straight through.
+        await asyncio.gather(*ahead)
+        # Its place was given up: the next call goes straight through.
         answer = await client.assistant.complete(server.create_session(), "after")
         assert answer.output_text
-        assert client._transport._slots.free == 1  # type: ignore[union-attr]
-    assert len(server.requests) == 2
+        assert client._transport._slots.free == 1 + 256  # type: ignore[union-attr]
+    assert len(server.requests) == 258
 
 
 async def test_adaptive_batch_gives_back_every_slot(server: MockSamsarServer) -> None:
@@ -93,6 +98,6 @@ async def test_adaptive_batch_gives_back_every_slot(server: MockSamsarServer) ->
         server.resume()
         assert limiter.in_flight == 0
         assert limiter.waiting == 0
-        assert client._transport._slots.free == 8  # type: ignore[union-attr]
+        assert client._transport._slots.free == 8 + 256  # type: ignore[union-attr]
         answer = await client.assistant.complete(sessions[1], "still fine")
         assert answer.output_text
