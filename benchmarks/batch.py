@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         "--instr-n",
         type=int,
         default=None,
-        help="requests per row under callgrind (default 0: off; quick 500)",
+        help="requests per row under callgrind (default 0: off; quick 200)",
     )
     parser.add_argument(
         "--stream-modes", default=",".join(STREAM_MODES), help="rows of the generator part"
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.instr_n is None:
-        args.instr_n = 500 if args.quick else 0
+        args.instr_n = 200 if args.quick else 0
     if args.stream_n is None:
         args.stream_n = 5_000 if args.quick else 1_000_000
     data = run(args)
