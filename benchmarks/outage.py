@@ -29,7 +29,8 @@ Contestants:
   0.5 s, retry budget, outage back-off on); for the 429 scenario with
   ``adaptive_concurrency=True``.
 - ``samsar, outage_backoff=False`` / ``samsar, adaptive off``: the same
-  without the new flow control (the SDK as it was).
+  without the new flow control (the SDK as it was; ``adaptive off`` passes
+  ``complete_many(..., adaptive=False)``, since the limiter is on by default).
 - ``aiohttp gather+Semaphore``: ``asyncio.gather`` over every request, an
   ``asyncio.Semaphore(C)`` around each raw aiohttp POST; no retries.
 - ``aiohttp gather+Semaphore, 3 retries``: the same, retrying connection
@@ -181,14 +182,17 @@ class Outcome:
         self.ended = 0.0
 
 
-async def run_sdk(server: Server, concurrency: int, *, client_options: dict[str, Any]) -> Outcome:
+async def run_sdk(
+    server: Server, concurrency: int, *, client_options: dict[str, Any], adaptive: bool = True
+) -> Outcome:
     out = Outcome()
     requests = [
         CompletionRequest(session_id=s, input=f"request {i}") for i, s in enumerate(server.sessions)
     ]
     client = AsyncSamsar(server.api_key, base_url=server.url, **client_options)
     out.started = time.monotonic()
-    async with client, client.assistant.complete_many(requests, concurrency=concurrency) as results:
+    batch = client.assistant.complete_many(requests, concurrency=concurrency, adaptive=adaptive)
+    async with client, batch as results:
         async for result in results:
             if result.error is None:
                 out.ok += 1
@@ -201,7 +205,7 @@ async def run_sdk(server: Server, concurrency: int, *, client_options: dict[str,
         out.ended = time.monotonic()
         gate = client.outage_gate
         out.probes = None if gate is None else gate.probes
-        if client.adaptive_concurrency:
+        if adaptive or client.adaptive_concurrency:
             out.limit = client.concurrency_limit
     return out
 
@@ -341,7 +345,9 @@ def limit_scenario(
         "samsar complete_many, adaptive": lambda s: run_sdk(
             s, concurrency, client_options={"adaptive_concurrency": True}
         ),
-        "samsar complete_many, adaptive off": lambda s: run_sdk(s, concurrency, client_options={}),
+        "samsar complete_many, adaptive off": lambda s: run_sdk(
+            s, concurrency, client_options={}, adaptive=False
+        ),
         "aiohttp gather+Semaphore, 3 retries": lambda s: run_raw(
             s, concurrency, retries=RAW_RETRIES, pool=pool
         ),
