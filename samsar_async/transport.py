@@ -662,7 +662,7 @@ class _Slots:
     cadence for ordinary loads; the long queues, where memory matters, wait here.
     """
 
-    __slots__ = ("deadlines", "free", "loop", "timer", "timer_at", "waiters")
+    __slots__ = ("deadlines", "free", "loop", "ordered", "timer", "timer_at", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
@@ -671,6 +671,9 @@ class _Slots:
         # None: the client closed) and its deadline (loop time).
         self.waiters: collections.deque[asyncio.Future[bool | None]] = collections.deque()
         self.deadlines: collections.deque[float] = collections.deque()
+        # Whether the deadlines in line never decrease (every call waits as long: the
+        # usual case); then the line's front holds the soonest deadline.
+        self.ordered = True
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = _NEVER
 
@@ -687,6 +690,10 @@ class _Slots:
 
     def add(self, waiter: asyncio.Future[bool | None], deadline: float) -> None:
         """Put ``waiter`` in line until ``deadline`` (loop time; ``_NEVER`` for none)."""
+        if not self.waiters:
+            self.ordered = True
+        elif deadline < self.deadlines[-1]:
+            self.ordered = False
         self.waiters.append(waiter)
         self.deadlines.append(deadline)
         if deadline < self.timer_at:
@@ -696,17 +703,33 @@ class _Slots:
             self.timer = self.loop.call_at(deadline, self.expire)
 
     def expire(self) -> None:
-        """Time out the calls whose deadline passed; arm the timer for the next one."""
+        """Time out the calls whose deadline passed; arm the timer for the next one.
+
+        The line's front is taken off as it expires (or was cancelled), so that
+        when the deadlines are in order each expiry costs only the calls it ends;
+        out of order, the rest of the line is scanned.
+        """
         self.timer = None
         self.timer_at = soonest = _NEVER
         now = self.loop.time()
-        for waiter, deadline in zip(self.waiters, self.deadlines, strict=True):
-            if waiter.done():
-                continue
-            if deadline <= now:
+        waiters, deadlines = self.waiters, self.deadlines
+        while waiters and (waiters[0].done() or deadlines[0] <= now):
+            waiter = waiters.popleft()
+            deadlines.popleft()
+            if not waiter.done():
                 waiter.set_result(False)
-            elif deadline < soonest:
-                soonest = deadline
+        if not waiters:
+            return
+        if self.ordered:
+            soonest = deadlines[0]
+        else:
+            for waiter, deadline in zip(waiters, deadlines, strict=True):
+                if waiter.done():
+                    continue
+                if deadline <= now:
+                    waiter.set_result(False)
+                elif deadline < soonest:
+                    soonest = deadline
         if soonest < _NEVER:
             self.timer_at = soonest
             self.timer = self.loop.call_at(soonest, self.expire)

@@ -101,3 +101,38 @@ async def test_adaptive_batch_gives_back_every_slot(server: MockSamsarServer) ->
         assert client._transport._slots.free == 8 + 256  # type: ignore[union-attr]
         answer = await client.assistant.complete(sessions[1], "still fine")
         assert answer.output_text
+
+
+async def test_calls_in_the_clients_queue_time_out_by_their_own_deadlines(
+    server: MockSamsarServer,
+) -> None:
+    # Out of order: a patient call, then an impatient one behind it in line.
+    server.pause()
+    async with AsyncSamsar(
+        server.api_key, base_url=server.url, max_connections=1, retry=None
+    ) as client:
+        ahead = [
+            asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))
+            for _ in range(257)
+        ]
+        await server.wait_until(lambda s: s.held == 1)
+        patient_session = server.create_session()
+        patient = asyncio.create_task(
+            client.assistant.complete(patient_session, "patient", timeout=60)
+        )
+        await anyio.wait_all_tasks_blocked()
+        slots = client._transport._slots
+        assert slots is not None
+        assert slots.ordered
+        with pytest.raises(APIConnectTimeoutError, match="nothing was sent"):
+            await client.assistant.complete(server.create_session(), "x", timeout=0.5)
+        assert not slots.ordered
+        assert not patient.done()  # its own deadline is far away: still in line
+        server.resume()
+        await asyncio.gather(*ahead)
+        answer = await patient
+        assert answer.output_text
+        assert not slots.waiters
+        assert slots.free == 1 + 256
+    assert patient_session in {r.session_id for r in server.requests}
+    assert len(server.requests) == 258
