@@ -562,15 +562,7 @@ class Transport:
         from ._imagebody import ImageBodyReader
 
         cap = self.max_response_bytes
-        length = resp.content_length
-        encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
-        if length is not None and length > cap and not encoded:
-            resp.close()
-            raise APIResponseValidationError(
-                f"the {resp.status} answer is {length} bytes, over the {cap}-byte limit",
-                status_code=resp.status,
-                idempotency_key=key,
-            )
+        _refuse_declared_oversize(resp, cap, key)
         turns = _loop_turns()
         reader = ImageBodyReader(max_bytes=cap, status_code=resp.status, idempotency_key=key)
         read = resp.content.read
@@ -593,15 +585,7 @@ class Transport:
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, key: str | None) -> bytes:
         cap = self.max_response_bytes
-        length = resp.content_length
-        encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
-        if length is not None and length > cap and not encoded:
-            resp.close()
-            raise APIResponseValidationError(
-                f"the {resp.status} answer is {length} bytes, over the {cap}-byte limit",
-                status_code=resp.status,
-                idempotency_key=key,
-            )
+        _refuse_declared_oversize(resp, cap, key)
         chunks: list[bytes] = []
         total = 0
         while chunk := await resp.content.read(_READ_CHUNK):
@@ -637,6 +621,19 @@ else:  # pragma: no cover - Python 3.10
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _refuse_declared_oversize(resp: aiohttp.ClientResponse, cap: int, key: str | None) -> None:
+    """Raise before reading when an unencoded answer's Content-Length is over ``cap``."""
+    length = resp.content_length
+    encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+    if length is not None and length > cap and not encoded:
+        resp.close()
+        raise APIResponseValidationError(
+            f"the {resp.status} answer is {length} bytes, over the {cap}-byte limit",
+            status_code=resp.status,
+            idempotency_key=key,
+        )
 
 
 _CONNECTOR_QUEUE = 256
