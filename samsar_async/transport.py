@@ -447,6 +447,9 @@ class Transport:
                 slots.free -= 1
             else:
                 timeout = await _wait_for_slot(slots, timeout, url, idempotency_key)
+                if self._session is not session:  # closed (or reopened) while it waited
+                    slots.release()
+                    raise _closed_while_waiting()
         extra = self._extra
         try:
             if extra is None:
@@ -770,10 +773,7 @@ async def _wait_for_slot(
             slots.release()  # granted just as the call was cancelled: pass it on
         raise
     if granted is None:
-        raise ClientClosedError(
-            "the client was closed while this call waited for a connection; nothing was sent",
-            sent=False,
-        )
+        raise _closed_while_waiting()
     if not granted:
         raise APIConnectTimeoutError(
             f"timed out getting a connection to {_host(url)}: nothing was sent",
@@ -790,6 +790,13 @@ async def _wait_for_slot(
         sock_read=timeout.sock_read,
         sock_connect=timeout.sock_connect,
         ceil_threshold=timeout.ceil_threshold,
+    )
+
+
+def _closed_while_waiting() -> ClientClosedError:
+    return ClientClosedError(
+        "the client was closed while this call waited for a connection; nothing was sent",
+        sent=False,
     )
 
 

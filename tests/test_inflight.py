@@ -8,7 +8,13 @@ import asyncio
 import anyio
 import pytest
 
-from samsar_async import APIConnectTimeoutError, AsyncSamsar, BadRequestError, CompletionRequest
+from samsar_async import (
+    APIConnectTimeoutError,
+    AsyncSamsar,
+    BadRequestError,
+    ClientClosedError,
+    CompletionRequest,
+)
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +142,34 @@ async def test_calls_in_the_clients_queue_time_out_by_their_own_deadlines(
         assert slots.free == 1 + 256
     assert patient_session in {r.session_id for r in server.requests}
     assert len(server.requests) == 258
+
+
+async def test_close_right_after_a_slot_is_handed_on_ends_the_waiting_call_cleanly(
+    server: MockSamsarServer,
+) -> None:
+    # The first call's answer hands its slot to the next call in line, and in the same
+    # loop step its task closes the client: the call handed the slot must end with
+    # ClientClosedError (nothing sent), never with aiohttp's "Session is closed".
+    client = AsyncSamsar(server.api_key, base_url=server.url, max_connections=1, retry=None)
+    server.pause()
+
+    async def first_then_close() -> str:
+        answer = await client.assistant.complete(server.create_session(), "first")
+        await client.close()
+        return answer.output_text
+
+    first = asyncio.create_task(first_then_close())
+    await server.wait_until(lambda s: s.held == 1)
+    rest = [
+        asyncio.create_task(client.assistant.complete(server.create_session(), "x"))
+        for _ in range(300)
+    ]
+    await anyio.wait_all_tasks_blocked()
+    server.resume()
+    results = await asyncio.gather(*rest, return_exceptions=True)
+    assert await first
+    assert all(isinstance(r, ClientClosedError) for r in results), {
+        type(r).__name__ for r in results
+    }
+    assert sum(r.sent is False for r in results if isinstance(r, ClientClosedError)) >= 299
+    assert len(server.requests) <= 2
