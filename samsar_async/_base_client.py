@@ -391,11 +391,9 @@ class BaseClient:
         proxy: str | None = None,
     ) -> None:
         key = _check_api_key(api_key)
-        self.base_url: str = _check_base_url(base_url, allow_insecure_http)
-        """The API's base URL, without a trailing slash."""
+        self._base_url = _check_base_url(base_url, allow_insecure_http)
         self._urls: dict[str, str] = {}
-        self.timeout: Timeout = Timeout.of(timeout)
-        """The default timeouts of every call."""
+        self._timeout = Timeout.of(timeout)
         self.retry: RetryPolicy = retry if retry is not None else RetryPolicy.disabled()
         """The default retry policy of every call."""
         self.retry_budget: RetryBudget | None = (
@@ -440,7 +438,7 @@ class BaseClient:
             http_session=http_session,
             proxy=proxy,
         )
-        self._first_timeout = _first_attempt_timeout(self.timeout)
+        self._first_timeout = _first_attempt_timeout(self._timeout)
         self._gate: OutageGate | None = OutageGate(self._probe) if outage_backoff else None
         self.adaptive_concurrency: bool = adaptive_concurrency
         """Whether calls run under the adaptive concurrency limit by default."""
@@ -448,6 +446,18 @@ class BaseClient:
 
     async def _probe(self) -> bool:
         return await self._transport.probe(self.base_url + "/assistant/completion", within=5.0)
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash (read-only: checked once, when
+        the client is made; another URL needs another client)."""
+        return self._base_url
+
+    @property
+    def timeout(self) -> Timeout:
+        """The default timeouts of every call (read-only: :meth:`with_options` makes a
+        client with others, sharing the pool)."""
+        return self._timeout
 
     @property
     def outage_gate(self) -> OutageGate | None:
@@ -530,8 +540,8 @@ class BaseClient:
                     new.__dict__.pop(name, None)
         new._parent = self if self._parent is None else self._parent
         if not isinstance(timeout, Unset):
-            new.timeout = Timeout.of(timeout)
-            new._first_timeout = _first_attempt_timeout(new.timeout)
+            new._timeout = Timeout.of(timeout)
+            new._first_timeout = _first_attempt_timeout(new._timeout)
         if not isinstance(retry, Unset):
             new.retry = retry if retry is not None else RetryPolicy.disabled()
         if not isinstance(retry_budget, Unset):
@@ -630,7 +640,7 @@ class BaseClient:
         except (TypeError, ValueError, RecursionError) as exc:
             raise json_error(body, exc) from None
         del body  # (the call holds the encoded bytes, not the dict)
-        t = self.timeout if timeout is UNSET else Timeout.of(timeout)
+        t = self._timeout if timeout is UNSET else Timeout.of(timeout)
         url = self._urls.get(path) or self._url(path)
         observer = self._observer
         trace = None if observer is None else observer.start("POST", path, url, session_id, key)
@@ -665,7 +675,7 @@ class BaseClient:
                 # adaptive limit too: a free slot is taken with no allocation, a full
                 # limit waited for in line (a future each).
                 first_timeout = (
-                    self._first_timeout if t is self.timeout else _first_attempt_timeout(t)
+                    self._first_timeout if t is self._timeout else _first_attempt_timeout(t)
                 )
                 if limiter is not None:
                     taken = limiter.try_acquire()

@@ -35,6 +35,7 @@ from samsar_async import (
     PermissionDeniedError,
     RateLimitError,
     RetryPolicy,
+    Timeout,
     UnknownContent,
     UnknownOutputItem,
 )
@@ -535,3 +536,18 @@ async def test_idempotency_keys_are_unique_and_fork_safe(
     os.waitpid(pid, 0)
     assert not child_key.startswith(prefix)
     assert re.fullmatch(r"samsar-[0-9a-f]{24}-1", child_key)
+
+
+async def test_base_url_and_timeout_are_read_only() -> None:
+    # Assigning them would bypass the checks made when the client is made (and the
+    # URLs and attempt timeouts derived from them once): another value needs another
+    # client, or with_options(timeout=...).
+    client = AsyncSamsar("sk-test", base_url="https://api.example.com/v1/")
+    assert client.base_url == "https://api.example.com/v1"
+    with pytest.raises(AttributeError):
+        client.base_url = "http://evil.example"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        client.timeout = Timeout(total=1)  # type: ignore[misc]
+    patient = client.with_options(timeout=Timeout(total=1800))
+    assert patient.timeout.total == 1800
+    assert client.timeout.total != 1800
