@@ -285,7 +285,11 @@ def _preload_image_path() -> None:
     """Import what the SDK loads on its first image answer, as the warm-up call did for
     the rest: the workers run without bytecode caches (``PYTHONDONTWRITEBYTECODE`` may
     be set), and compiling ``_imagebody`` (~10 ms; its import from a cache takes 0.6 ms)
-    would otherwise land in the first measured step."""
+    would otherwise land in the first measured step. The warm-up call's ``output`` is
+    read too, as a service that has served one answer has: that builds the SDK's
+    converter, a one-time cost per process (about 12 ms; see the import figures in
+    benchmarks/README.md) that ``resp.images`` would otherwise pay in the measured
+    step."""
     for name in ("samsar_async._imagebody", "pybase64"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -299,7 +303,8 @@ async def _samsar(url: str, out_dir: Path) -> dict[str, float]:
     client = AsyncSamsar(api_key="bench", base_url=url)
     try:
         assistant = client.assistant
-        await assistant.complete(SESSION_ID, "warm-up")
+        warm = await assistant.complete(SESSION_ID, "warm-up")
+        warm.output  # noqa: B018 - see _preload_image_path
         _preload_image_path()
         # GeneratedImage.save(dir) (older layout) or images.save_image(image, dir).
         images_module = importlib.import_module("samsar_async.images")
@@ -337,7 +342,8 @@ async def _samsar_many(url: str, out_dir: Path, n: int) -> dict[str, float]:
     client = AsyncSamsar(api_key="bench", base_url=url, max_connections=max(n, 1))
     assistant = client.assistant
     try:
-        await asyncio.gather(*(assistant.complete(SESSION_ID, "warm-up") for _ in range(n)))
+        warm = await asyncio.gather(*(assistant.complete(SESSION_ID, "warm-up") for _ in range(n)))
+        warm[0].output  # noqa: B018 - see _preload_image_path
         _preload_image_path()
     except BaseException:
         await client.close()
