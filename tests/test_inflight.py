@@ -14,10 +14,24 @@ from samsar_async import (
     BadRequestError,
     ClientClosedError,
     CompletionRequest,
+    Response,
 )
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
+
+
+async def _fill_one_connection(
+    client: AsyncSamsar, server: MockSamsarServer
+) -> list[asyncio.Task[Response]]:
+    """With one connection and a paused server: one call on the connection and 256 in
+    aiohttp's connector, so that the next call waits in the client's own queue."""
+    ahead = [
+        asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))
+        for _ in range(257)
+    ]
+    await server.wait_until(lambda s: s.held == 1)
+    return ahead
 
 
 async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsarServer) -> None:
@@ -55,12 +69,7 @@ async def test_a_call_waiting_in_the_clients_queue_times_out_unsent(
     async with AsyncSamsar(
         server.api_key, base_url=server.url, max_connections=1, retry=None
     ) as client:
-        # One call on the connection, 256 waiting in aiohttp's connector.
-        ahead = [
-            asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))
-            for _ in range(257)
-        ]
-        await server.wait_until(lambda s: s.held == 1)
+        ahead = await _fill_one_connection(client, server)
         with pytest.raises(APIConnectTimeoutError, match="nothing was sent") as info:
             await client.assistant.complete(server.create_session(), "x", timeout=0.5)
         assert info.value.sent is False
@@ -117,11 +126,7 @@ async def test_calls_in_the_clients_queue_time_out_by_their_own_deadlines(
     async with AsyncSamsar(
         server.api_key, base_url=server.url, max_connections=1, retry=None
     ) as client:
-        ahead = [
-            asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))
-            for _ in range(257)
-        ]
-        await server.wait_until(lambda s: s.held == 1)
+        ahead = await _fill_one_connection(client, server)
         patient_session = server.create_session()
         patient = asyncio.create_task(
             client.assistant.complete(patient_session, "patient", timeout=60)
