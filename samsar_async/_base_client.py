@@ -33,6 +33,7 @@ from . import _json
 from ._flow import AdaptiveLimiter, OutageGate, Ticket, run_attempt
 from ._observe import CallObserver, HookObserver, Observers, Trace
 from ._turns import TurnQueues
+from ._validators import require_int
 from ._version import __version__
 from ._wire_checks import check_header, check_headers, json_error
 from .config import (
@@ -176,18 +177,6 @@ def _check_base_url(base_url: str | None, allow_insecure_http: bool) -> str:
             "use https:// or pass allow_insecure_http=True",
         )
     return base_url.rstrip("/")
-
-
-def _check_max_connections(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError("max_connections", "must be an integer >= 1")
-    return value
-
-
-def _check_max_response_bytes(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError("max_response_bytes", "must be an integer >= 1")
-    return value
 
 
 _IDEMPOTENCY_KEY = istr("Idempotency-Key")
@@ -426,13 +415,14 @@ class BaseClient:
         proxy = _check_proxy(proxy, self.base_url, allow_insecure_http)
         if proxy is None and trust_env:
             proxy = _env_proxy(self.base_url)
-        max_connections = _check_max_connections(max_connections)
+        require_int("max_connections", max_connections)
+        require_int("max_response_bytes", max_response_bytes)
         if connector is not None or http_session is not None:
             _check_own_pool(connector, http_session, max_connections, configs)
         self._transport = Transport(
             headers=headers,
             max_connections=max_connections,
-            max_response_bytes=_check_max_response_bytes(max_response_bytes),
+            max_response_bytes=max_response_bytes,
             trace_configs=configs,
             connector=connector,
             http_session=http_session,

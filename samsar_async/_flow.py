@@ -68,6 +68,7 @@ from typing import Final, TypeVar
 
 import anyio
 
+from ._validators import require_int, require_positive
 from .errors import (
     APIConnectionError,
     APIConnectTimeoutError,
@@ -135,11 +136,6 @@ def _seconds(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidArgumentError(name, "must be a number > 0")
-
-
 class OutageGate:
     """Client-wide back-off while the server is down (see the module docstring).
 
@@ -168,11 +164,10 @@ class OutageGate:
         probe_timeout: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise InvalidArgumentError("threshold", "must be an integer >= 1")
-        _check_positive("first_interval", first_interval)
-        _check_positive("max_interval", max_interval)
-        _check_positive("probe_timeout", probe_timeout)
+        require_int("threshold", threshold)
+        require_positive("first_interval", first_interval)
+        require_positive("max_interval", max_interval)
+        require_positive("probe_timeout", probe_timeout)
         if not growth >= 1:
             raise InvalidArgumentError("growth", "must be a number >= 1")
         self._probe = probe
@@ -407,9 +402,8 @@ class AdaptiveLimiter:
         default_rtt: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for name, value in (("maximum", maximum), ("minimum", minimum)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(name, "must be an integer >= 1")
+        require_int("maximum", maximum)
+        require_int("minimum", minimum)
         if minimum > maximum:
             raise InvalidArgumentError("minimum", "must not exceed maximum")
         start = maximum if initial is None else initial
@@ -417,8 +411,8 @@ class AdaptiveLimiter:
             raise InvalidArgumentError("initial", "must be an integer from minimum to maximum")
         if not 0 < beta < 1:
             raise InvalidArgumentError("beta", "must be between 0 and 1")
-        _check_positive("scale", scale)
-        _check_positive("default_rtt", default_rtt)
+        require_positive("scale", scale)
+        require_positive("default_rtt", default_rtt)
         if not max_hold >= 0:
             raise InvalidArgumentError("max_hold", "must be a number >= 0")
         self.maximum = maximum

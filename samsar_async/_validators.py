@@ -84,12 +84,26 @@ def unwrap_optional(validator: Validator) -> Validator:
     return validator.validator if isinstance(validator, _Optional) else validator
 
 
+def require_int(name: str, value: Any, *, minimum: int = 1) -> None:
+    """Raise :class:`InvalidArgumentError` naming ``name`` unless ``value`` is an
+    ``int`` (never a ``bool``) of at least ``minimum`` (for plain arguments; attrs
+    fields use :func:`positive_int`)."""
+    if (type(value) is not int and not _is_int(value)) or value < minimum:
+        raise InvalidArgumentError(name, f"must be an integer >= {minimum}")
+
+
+def require_positive(name: str, value: Any) -> None:
+    """Raise :class:`InvalidArgumentError` naming ``name`` unless ``value`` is an
+    ``int`` or ``float`` (never a ``bool``) greater than 0."""
+    if not _is_number(value) or not value > 0:
+        raise InvalidArgumentError(name, "must be a number > 0")
+
+
 def positive_int(prefix: str = "", *, minimum: int = 1) -> Validator:
     """An ``int`` (never a ``bool``) of at least ``minimum``."""
 
     def _positive_int(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-        if (type(value) is not int and not _is_int(value)) or value < minimum:
-            raise InvalidArgumentError(prefix + attr.name, f"must be an integer >= {minimum}")
+        require_int(prefix + attr.name, value, minimum=minimum)
 
     return _positive_int
 

@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from . import _base64
 from ._base64 import HEAD_CHARS, NOT_BASE64, OCTET_STREAM, WRITE_CHUNK_BYTES, Decoder
+from ._validators import positive_int
 from .errors import ImageDecodeError, InvalidArgumentError
 
 __all__ = [
@@ -53,11 +54,6 @@ def _check_optional_str(
         )
 
 
-def _check_index(_inst: object, attribute: attrs.Attribute[int], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(attribute.name, "must be an int >= 0")
-
-
 def _check_b64(_inst: object, _attribute: attrs.Attribute[str | None], value: object) -> None:
     if not isinstance(value, str):
         raise InvalidArgumentError("b64", f"must be a str, not {type(value).__name__}")
@@ -89,7 +85,7 @@ class GeneratedImage:
     revised_prompt: str | None = attrs.field(default=None, validator=_check_optional_str)
     response_id: str | None = attrs.field(default=None, validator=_check_optional_str)
     session_id: str | None = attrs.field(default=None, validator=_check_optional_str)
-    index: int = attrs.field(default=0, validator=_check_index)
+    index: int = attrs.field(default=0, validator=positive_int(minimum=0))
     """Position among the response's images."""
 
     # The decoded bytes: the pieces the answer's reader decoded, in order (joined

@@ -54,8 +54,8 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ._validators import require_int
 from .converter import event_from_dict, event_to_dict, model_to_dict
-from .errors import InvalidArgumentError
 
 # The event classes moved to samsar_async.events; re-exported for compatibility.
 from .events import (
@@ -116,10 +116,8 @@ _FINISHED_FIELDS = frozenset(
 
 def check_chunk_chars(chunk_chars: int | None) -> int | None:
     """``chunk_chars`` if it is ``None`` or an integer >= 1, else :class:`InvalidArgumentError`."""
-    if chunk_chars is not None and (
-        isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int) or chunk_chars < 1
-    ):
-        raise InvalidArgumentError("chunk_chars", "must be an integer >= 1 or None")
+    if chunk_chars is not None:
+        require_int("chunk_chars", chunk_chars)
     return chunk_chars
 
 
