@@ -54,6 +54,17 @@ class CallInfo:
         self.session_id: str | None = session_id
         self.idempotency_key: str | None = idempotency_key
 
+    def event_fields(self, attempt: int) -> dict[str, Any]:
+        """The fields every hook event of this call's attempt ``attempt`` carries."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "url": self.url,
+            "session_id": self.session_id,
+            "idempotency_key": self.idempotency_key,
+            "attempt": attempt,
+        }
+
 
 class CallWatch:
     """One watcher's view of one logical call. Every method is optional (no-ops here)."""
@@ -245,15 +256,7 @@ class _HookWatch(CallWatch):
         if hooks:
             from .hooks import RequestEvent
 
-            info = self.info
-            event = RequestEvent(
-                method=info.method,
-                path=info.path,
-                url=info.url,
-                session_id=info.session_id,
-                idempotency_key=info.idempotency_key,
-                attempt=attempt,
-            )
+            event = RequestEvent(**self.info.event_fields(attempt))
             await _run_hooks("on_request", hooks, event)
 
     async def response(
@@ -268,17 +271,11 @@ class _HookWatch(CallWatch):
         if hooks:
             from .hooks import ResponseEvent
 
-            info = self.info
             credits = parse_credits(
                 headers.get("x-credits-charged"), headers.get("x-credits-remaining")
             )
             event = ResponseEvent(
-                method=info.method,
-                path=info.path,
-                url=info.url,
-                session_id=info.session_id,
-                idempotency_key=info.idempotency_key,
-                attempt=attempt,
+                **self.info.event_fields(attempt),
                 status=status,
                 error=error,
                 elapsed=elapsed,
@@ -293,14 +290,8 @@ class _HookWatch(CallWatch):
         if hooks:
             from .hooks import RetryEvent
 
-            info = self.info
             event = RetryEvent(
-                method=info.method,
-                path=info.path,
-                url=info.url,
-                session_id=info.session_id,
-                idempotency_key=info.idempotency_key,
-                attempt=attempt,
+                **self.info.event_fields(attempt),
                 status=error.status_code if isinstance(error, APIStatusError) else None,
                 error=type(error).__name__,
                 delay=delay,
