@@ -500,9 +500,9 @@ _lock = threading.RLock()
 the caller's threads may race to the first use)."""
 _converter: cattrs.Converter | None = None
 _explainer_converter: cattrs.Converter | None = None
-_structure_output_fn: Callable[[Any, Any], Any] | None = None
-_structure_usage_fn: Callable[[Any, Any], Any] | None = None
-_structure_system_prompt_fn: Callable[[Any, Any], Any] | None = None
+_Hook = Callable[[Any, Any], Any]
+_hooks: tuple[_Hook, _Hook, _Hook] | None = None
+"""The structure hooks of ``output``, ``usage`` and a system prompt, once built."""
 
 
 def get_converter() -> cattrs.Converter:
@@ -521,16 +521,28 @@ def get_converter() -> cattrs.Converter:
 
 
 def _build_converter() -> cattrs.Converter:
-    global _converter, _structure_output_fn, _structure_usage_fn, _structure_system_prompt_fn
+    global _converter, _hooks
     with _lock:
         if _converter is None:
             conv = _make_converter(detailed_validation=False)
-            _structure_output_fn = conv.get_structure_hook(_OUTPUT)
-            _structure_usage_fn = conv.get_structure_hook(Usage)
-            _structure_system_prompt_fn = conv.get_structure_hook(SystemPrompt)
+            _hooks = (
+                conv.get_structure_hook(_OUTPUT),
+                conv.get_structure_hook(Usage),
+                conv.get_structure_hook(SystemPrompt),
+            )
             _converter = conv
             globals()["converter"] = conv  # later module lookups skip __getattr__
         return _converter
+
+
+def _structure_hooks() -> tuple[_Hook, _Hook, _Hook]:
+    """The hooks of ``output``, ``usage`` and a system prompt (built on first use)."""
+    hooks = _hooks
+    if hooks is None:
+        _build_converter()
+        hooks = _hooks
+        assert hooks is not None
+    return hooks
 
 
 def __getattr__(name: str) -> Any:
@@ -581,11 +593,7 @@ class _Parts:
         value = response.raw.get("output")
         if value is None:
             return ()
-        structure = _structure_output_fn
-        if structure is None:
-            _build_converter()
-            structure = _structure_output_fn
-            assert structure is not None
+        structure = _structure_hooks()[0]
         try:
             return structure(value, _OUTPUT)  # type: ignore[no-any-return]
         except Exception:  # TypeError, KeyError, ... from the generated hooks
@@ -597,11 +605,7 @@ class _Parts:
         value = response.raw.get("usage")
         if value is None:
             return None
-        structure = _structure_usage_fn
-        if structure is None:
-            _build_converter()
-            structure = _structure_usage_fn
-            assert structure is not None
+        structure = _structure_hooks()[1]
         try:
             return structure(value, Usage)  # type: ignore[no-any-return]
         except Exception:
@@ -850,11 +854,7 @@ def structure_system_prompt(
             f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
             status_code=status_code,
         )
-    structure = _structure_system_prompt_fn
-    if structure is None:
-        _build_converter()
-        structure = _structure_system_prompt_fn
-        assert structure is not None
+    structure = _structure_hooks()[2]
     try:
         prompt: SystemPrompt = structure(data, SystemPrompt)
     except Exception:
