@@ -419,6 +419,7 @@ class BaseClient:
         require_int("max_response_bytes", max_response_bytes)
         if connector is not None or http_session is not None:
             _check_own_pool(connector, http_session, max_connections, configs)
+        self._first_timeout = _first_attempt_timeout(self._timeout)
         self._transport = Transport(
             headers=headers,
             max_connections=max_connections,
@@ -427,8 +428,8 @@ class BaseClient:
             connector=connector,
             http_session=http_session,
             proxy=proxy,
+            attempt_timeout=self._first_timeout,
         )
-        self._first_timeout = _first_attempt_timeout(self._timeout)
         self._gate: OutageGate | None = OutageGate(self._probe) if outage_backoff else None
         self.adaptive_concurrency: bool = adaptive_concurrency
         """Whether calls run under the adaptive concurrency limit by default."""

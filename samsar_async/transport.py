@@ -49,6 +49,7 @@ import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from ._deadlines import Deadlines
 from .errors import (
     APIConnectionError,
     APIConnectTimeoutError,
@@ -203,6 +204,10 @@ class Transport:
     ``proxy`` is the URL of an HTTP proxy for every request (its credentials,
     if any, go in ``Proxy-Authorization`` to the proxy only).
 
+    ``attempt_timeout`` is the timeout that most attempts are sent with (the
+    client's): their deadlines are kept by one :class:`~samsar_async._deadlines.Deadlines`
+    timer per pool rather than by one aiohttp timer per request (see :meth:`post`).
+
     With a proxy, ``headers`` are sent with each request rather than set as
     the session's defaults: aiohttp adds a session's default headers to the
     ``CONNECT`` request it sends the proxy, and turns an ``Authorization``
@@ -216,6 +221,7 @@ class Transport:
     connector: ConnectorOption | None = attrs.field(default=None, repr=False)
     http_session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
     proxy: str | None = attrs.field(default=None, repr=False)  # may hold the proxy's password
+    attempt_timeout: aiohttp.ClientTimeout | None = attrs.field(default=None, repr=False)
     _session: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     # The loop that opened the session, and an async generator parked on that loop:
@@ -235,6 +241,10 @@ class Transport:
     # The client's own FIFO for pooled connections (see _Slots), or None when the pool
     # is not the client's own.
     _slots: _Slots | None = attrs.field(default=None, init=False, repr=False)
+    # The attempts sent with ``attempt_timeout`` (see post()), on the pool's loop.
+    _deadlines: Deadlines | None = attrs.field(default=None, init=False, repr=False)
+    # ``attempt_timeout`` without its total: aiohttp then arms no timer of its own.
+    _untimed: aiohttp.ClientTimeout | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         extra: dict[str, Any] = {}
@@ -248,6 +258,15 @@ class Transport:
             extra["raise_for_status"] = False
         self._extra = extra or None
         self._per_request = self.proxy is not None or self.http_session is not None
+        shared = self.attempt_timeout
+        if shared is not None and shared.total is not None:
+            self._untimed = aiohttp.ClientTimeout(
+                total=None,
+                connect=shared.connect,
+                sock_read=shared.sock_read,
+                sock_connect=shared.sock_connect,
+                ceil_threshold=shared.ceil_threshold,
+            )
 
     @property
     def closed(self) -> bool:
@@ -278,6 +297,7 @@ class Transport:
             self._loop = loop
             self._thread = threading.get_ident()
             self._loop_running = loop.is_running
+            self._deadlines = self._new_deadlines(loop)
             logger.info("sending on the aiohttp.ClientSession passed as http_session=")
             return user
         if old is not None:
@@ -340,11 +360,21 @@ class Transport:
         # (their connection-queued signals come from aiohttp's queue).
         own_queue = given is None and not self.trace_configs
         self._slots = _Slots(loop, self.max_connections + _CONNECTOR_QUEUE) if own_queue else None
+        self._deadlines = self._new_deadlines(loop)
         watch = self._watch = self._watch_loop(session)
         with contextlib.suppress(StopIteration):
             # Start it on this loop: asyncio registers it for shutdown_asyncgens().
             watch.asend(None).send(None)
         return session
+
+    def _new_deadlines(self, loop: asyncio.AbstractEventLoop) -> Deadlines | None:
+        old, self._deadlines = self._deadlines, None
+        if old is not None and old.loop is loop:
+            old.close()
+        shared = self.attempt_timeout
+        if shared is None or shared.total is None:
+            return None
+        return Deadlines(loop, shared.total)
 
     async def _watch_loop(self, session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
         """Parked on the pool's loop; finalized by the loop's ``shutdown_asyncgens()``
@@ -389,6 +419,10 @@ class Transport:
         if slots is not None and slots.waiters:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
                 slots.loop.call_soon_threadsafe(slots.close)
+        deadlines, self._deadlines = self._deadlines, None
+        if deadlines is not None and deadlines.timer is not None:
+            with contextlib.suppress(RuntimeError):  # (its loop is closed)
+                deadlines.loop.call_soon_threadsafe(deadlines.close)
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
         self._finish_watch()
@@ -436,6 +470,10 @@ class Transport:
         in bounded chunks and its base64 images decoded as they arrive, the
         event loop running other work in between (an :class:`ImageAnswer`).
 
+        A ``timeout`` that is :attr:`attempt_timeout` has its total kept by the
+        pool's :class:`~samsar_async._deadlines.Deadlines` (one timer for all of
+        them) instead of an aiohttp timer per request; the outcome is the same.
+
         Raises only :mod:`samsar_async.errors` exceptions (and cancellation).
         """
         session = self._session
@@ -450,6 +488,13 @@ class Transport:
                 if self._session is not session:  # closed (or reopened) while it waited
                     slots.release()
                     raise _closed_while_waiting()
+        deadlines = self._deadlines
+        task = None
+        if timeout is self.attempt_timeout and deadlines is not None:
+            task = _current_task(deadlines.loop)
+            if task is not None:
+                deadlines.add(task)
+                timeout = self._untimed  # type: ignore[assignment]
         extra = self._extra
         try:
             if extra is None:
@@ -482,6 +527,8 @@ class Transport:
                     data = await self._read_capped(resp, idempotency_key)
                 return RawResponse(resp.status, resp.headers, data)
         except asyncio.CancelledError:
+            if task is not None and deadlines.timed_out(task):  # type: ignore[union-attr]
+                raise _read_timeout(url, idempotency_key) from None
             # aiohttp's connector cancels the calls waiting for a pooled connection when
             # the pool closes; a caller's own cancellation always goes on.
             if self._closed and not _cancelled_by_caller():
@@ -510,11 +557,7 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise APIReadTimeoutError(
-                f"timed out waiting for the answer from {_host(url)}; the request was sent "
-                "and may have been charged",
-                idempotency_key=idempotency_key,
-            ) from exc
+            raise _read_timeout(url, idempotency_key) from exc
         except (aiohttp.ClientError, OSError, socket.gaierror) as exc:
             if self._closed:
                 raise _closed_during(exc) from exc
@@ -531,6 +574,8 @@ class Transport:
                 idempotency_key=idempotency_key,
             ) from exc
         finally:
+            if task is not None:
+                deadlines.remove(task)  # type: ignore[union-attr]
             if slots is not None and slots is self._slots:
                 slots.release()
 
@@ -791,6 +836,18 @@ async def _wait_for_slot(
         sock_connect=timeout.sock_connect,
         ceil_threshold=timeout.ceil_threshold,
     )
+
+
+def _read_timeout(url: str, key: str | None) -> APIReadTimeoutError:
+    return APIReadTimeoutError(
+        f"timed out waiting for the answer from {_host(url)}; the request was sent "
+        "and may have been charged",
+        idempotency_key=key,
+    )
+
+
+_current_task = asyncio.current_task
+"""(Given the loop it does not look up the running one: no ``getpid()`` call on 3.11.)"""
 
 
 def _closed_while_waiting() -> ClientClosedError:

@@ -1,0 +1,144 @@
+"""Attempt deadlines kept by one timer per pool (samsar_async._deadlines), over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+from samsar_async import APIReadTimeoutError, AsyncSamsar, RetryPolicy, Timeout
+from samsar_async._deadlines import Deadlines
+from samsar_async.testing import Fault, MockSamsarServer
+
+pytestmark = pytest.mark.anyio
+
+needs_cancelling = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+"
+)
+
+
+def make_client(server: MockSamsarServer, **kwargs: Any) -> AsyncSamsar:
+    kwargs.setdefault("retry", RetryPolicy.disabled())
+    return AsyncSamsar(server.api_key, base_url=server.url, **kwargs)
+
+
+def cancelling() -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    return task.cancelling() if sys.version_info >= (3, 11) else 0
+
+
+async def test_stalled_calls_time_out_and_the_others_answer(server: MockSamsarServer) -> None:
+    # Ten calls stall, five answer at once: the stalled ones end as read timeouts (the
+    # request was sent), the others are untouched, and no task is left cancelling.
+    server.faults.add(Fault.stall(30), times=10)
+    timeout = Timeout(read=0.3, total=None)
+    sessions = [server.create_session() for _ in range(15)]
+
+    async def one(i: int) -> tuple[str, int]:
+        try:
+            resp = await c.assistant.complete(sessions[i], f"q{i}")
+        except APIReadTimeoutError as exc:
+            return f"timeout, may have been charged: {exc.may_have_been_charged}", cancelling()
+        return resp.output_text, cancelling()
+
+    async with make_client(server, timeout=timeout) as c:
+        stalled = [asyncio.ensure_future(one(i)) for i in range(10)]
+        await server.wait_until(lambda s: len(s.requests) >= 10)  # all stalled there
+        quick = [asyncio.ensure_future(one(i)) for i in range(10, 15)]
+        results = await asyncio.gather(*stalled, *quick)
+    assert results[:10] == [("timeout, may have been charged: True", 0)] * 10
+    assert results[10:] == [(f"Reply 1 to: q{i}", 0) for i in range(10, 15)]
+
+
+async def test_one_timer_serves_every_call(server: MockSamsarServer, session_id: str) -> None:
+    async with make_client(server) as c:
+        await c.assistant.complete(session_id, "first")
+        deadlines = c._transport._deadlines
+        assert deadlines is not None
+        timer = deadlines.timer
+        assert timer is not None
+        for i in range(5):
+            await c.assistant.complete(session_id, f"again {i}")
+        assert deadlines.timer is timer  # armed once, not per call
+        assert not deadlines.entries  # every call took itself off
+    assert timer.cancelled()  # closing the client stopped it
+
+
+async def test_a_per_call_timeout_keeps_its_own_deadline(
+    server: MockSamsarServer, session_id: str
+) -> None:
+    server.faults.add(Fault.stall(30), times=1)
+    async with make_client(server) as c:  # the client's timeout: minutes
+        with pytest.raises(APIReadTimeoutError):
+            await c.assistant.complete(session_id, "x", timeout=0.2)
+        assert c._transport._deadlines is not None
+        assert not c._transport._deadlines.entries
+
+
+async def test_the_callers_cancellation_goes_on(server: MockSamsarServer, session_id: str) -> None:
+    server.faults.add(Fault.stall(30), times=1)
+    async with make_client(server) as c:
+        task = asyncio.ensure_future(c.assistant.complete(session_id, "x"))
+        await server.wait_until(lambda s: len(s.requests) >= 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadlines = c._transport._deadlines
+        assert deadlines is not None
+        assert not deadlines.entries
+        assert not deadlines.expired
+
+
+@needs_cancelling
+async def test_a_timeout_inside_an_asyncio_timeout_scope(
+    server: MockSamsarServer, session_id: str
+) -> None:
+    # The deadline's cancellation is taken back: the enclosing scope neither fires
+    # nor is confused (asyncio.timeout counts on Task.cancelling()).
+    server.faults.add(Fault.stall(30), times=1)
+    async with make_client(server, timeout=Timeout(read=0.2, total=None)) as c:
+        async with asyncio.timeout(30):
+            with pytest.raises(APIReadTimeoutError):
+                await c.assistant.complete(session_id, "x")
+            assert cancelling() == 0
+            resp = await c.assistant.complete(session_id, "y")
+    assert resp.output_text.endswith("y")
+
+
+async def test_deadline_and_caller_cancel_at_once() -> None:
+    # The deadline passes and the caller cancels in the same loop iteration: the
+    # caller's cancellation wins (on 3.10, without cancellation counts, as aiohttp's
+    # own timer there: the deadline's).
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop, 3600)
+    started = asyncio.Event()
+    outcome: list[str] = []
+
+    async def attempt() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.add(task)
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("timeout" if deadlines.timed_out(task) else "cancelled")
+            raise
+        finally:
+            deadlines.remove(task)
+
+    task = asyncio.ensure_future(attempt())
+    await started.wait()
+    deadlines.entries[task] = 0.0  # its deadline has passed
+    deadlines._expire()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert outcome == (["cancelled"] if sys.version_info >= (3, 11) else ["timeout"])
+    assert not deadlines.entries
+    assert not deadlines.expired
+    deadlines.close()
+    assert deadlines.timer is None
