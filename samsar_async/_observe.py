@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .converter import parse_credits
+from .converter import credits_of
 from .errors import APIError, APIStatusError, status_error_class
 from .models import NO_HEADERS
 
@@ -271,9 +271,7 @@ class _HookWatch(CallWatch):
         if hooks:
             from .hooks import ResponseEvent
 
-            credits = parse_credits(
-                headers.get("x-credits-charged"), headers.get("x-credits-remaining")
-            )
+            credits = credits_of(headers)
             event = ResponseEvent(
                 **self.info.event_fields(attempt),
                 status=status,

@@ -613,8 +613,8 @@ class _Parts:
                 value, Usage, "response.usage", 200, response.idempotency_key
             ) from None
 
-    def credits(self, charged: str | None, remaining: str | None) -> Credits:
-        return parse_credits(charged, remaining)
+    def credits(self, response: Response) -> Credits:
+        return credits_of(response.headers)
 
 
 _PARTS = _Parts()
@@ -770,8 +770,9 @@ def structure_response(
     status_code: int = 200,
     headers: Mapping[str, str] = NO_HEADERS,
 ) -> Response:
-    """A :class:`Response` from a decoded JSON body (``charged`` / ``remaining``:
-    the raw credits header values; ``headers``: the answer's, kept as they are).
+    """A :class:`Response` from a decoded JSON body (``headers``: the answer's, kept
+    as they are; ``charged`` / ``remaining``: credits header values, which take
+    the place of ``headers``' own).
 
     The top-level shape is checked here, cheaply: an object with a string
     ``id``; ``status``, ``model`` and ``object`` strings or null;
@@ -780,6 +781,26 @@ def structure_response(
     Anything else raises :class:`APIResponseValidationError` naming the path.
     The typed ``output``, ``usage`` and ``credits`` are built on first access.
     """
+    response = _response(data, idempotency_key, session_id, status_code, headers)
+    if charged is not None or remaining is not None:
+        response._credits = parse_credits(charged, remaining)
+    return response
+
+
+_STR_OR_NULL = frozenset({str, type(None)})
+_INT_OR_NULL = frozenset({int, type(None)})
+_OBJECT_OR_NULL = frozenset({dict, type(None)})
+_ARRAY_OR_NULL = frozenset({list, type(None)})
+
+
+def _response(
+    data: Any,
+    idempotency_key: str | None,
+    session_id: str | None,
+    status_code: int,
+    headers: Mapping[str, str],
+) -> Response:
+    """:func:`structure_response` (credits from ``headers``): every call's path."""
     if type(data) is not dict:
         raise APIResponseValidationError(
             f"the {status_code} answer is a JSON {type(data).__name__}, not an object",
@@ -788,21 +809,16 @@ def structure_response(
         )
     get = data.get
     rid = get("id")
-    status = get("status")
-    model = get("model")
-    kind = get("object")
-    created_at = get("created_at")
-    usage = get("usage")
     output = get("output")
     text = get("output_text")
     if not (
         type(rid) is str
-        and (status is None or type(status) is str)
-        and (model is None or type(model) is str)
-        and (kind is None or type(kind) is str)
-        and (created_at is None or type(created_at) is int)
-        and (usage is None or type(usage) is dict)
-        and (output is None or type(output) is list)
+        and type(get("status")) in _STR_OR_NULL
+        and type(get("model")) in _STR_OR_NULL
+        and type(get("object")) in _STR_OR_NULL
+        and type(get("created_at")) in _INT_OR_NULL
+        and type(get("usage")) in _OBJECT_OR_NULL
+        and type(output) in _ARRAY_OR_NULL
     ):
         raise _top_level_error(data, status_code, idempotency_key)
     if output:
@@ -828,21 +844,7 @@ def structure_response(
             text = "".join(pieces)
     if type(text) is not str:
         text = ""
-    return Response._from_json(
-        data,
-        rid,
-        status,
-        model,
-        created_at,
-        text,
-        "response" if kind is None else kind,
-        idempotency_key,
-        session_id,
-        charged,
-        remaining,
-        _PARTS,
-        headers,
-    )
+    return Response._from_json(data, rid, text, idempotency_key, session_id, _PARTS, headers)
 
 
 def structure_system_prompt(
@@ -958,9 +960,9 @@ def decode_json_body(raw: Answer, idempotency_key: str | None) -> Any:
         ) from None
 
 
-def credits_of(raw: Answer) -> Credits:
-    """The credits headers of an answer."""
-    headers = raw.headers
+def credits_of(headers: Mapping[str, str]) -> Credits:
+    """The credits of an answer, from its ``x-credits-charged`` / ``x-credits-remaining``
+    headers."""
     return parse_credits(headers.get("x-credits-charged"), headers.get("x-credits-remaining"))
 
 
@@ -1160,7 +1162,7 @@ def status_error(raw: Answer, idempotency_key: str | None) -> APIStatusError:
         status_code=status,
         body=body,
         headers=raw.headers,
-        credits=credits_of(raw),
+        credits=credits_of(raw.headers),
         retry_after=parse_retry_after(raw.headers),
         idempotency_key=idempotency_key,
     )
@@ -1186,16 +1188,8 @@ _REASONS = {
 
 def parse_completion(raw: Answer, idempotency_key: str | None, session_id: str | None) -> Response:
     """A :class:`Response` from a 2xx completion answer."""
-    data = decode_json_body(raw, idempotency_key)
-    headers = raw.headers
-    return structure_response(
-        data,
-        headers.get("x-credits-charged"),
-        headers.get("x-credits-remaining"),
-        idempotency_key,
-        session_id,
-        raw.status,
-        headers,
+    return _response(
+        decode_json_body(raw, idempotency_key), idempotency_key, session_id, raw.status, raw.headers
     )
 
 

@@ -493,7 +493,7 @@ class ResponseParts(Protocol):
 
     The converter provides it (models never import cattrs): ``output`` and
     ``usage`` are structured from ``raw`` only when read, and ``credits`` parsed
-    from the header values only when read. Each raises
+    from the answer's headers only when read. Each raises
     :class:`~samsar_async.errors.APIResponseValidationError` for a part of the
     wrong shape.
     """
@@ -506,13 +506,9 @@ class ResponseParts(Protocol):
         """The typed ``usage`` of ``response.raw``."""
         ...
 
-    def credits(self, charged: str | None, remaining: str | None) -> Credits:
-        """:class:`Credits` from the raw header values."""
+    def credits(self, response: Response) -> Credits:
+        """:class:`Credits` from ``response.headers``."""
         ...
-
-
-_UNREAD: Any = object()
-"""A lazy part not built yet."""
 
 
 def _headers_of(headers: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -542,8 +538,11 @@ class Response:
     Build one in code with the keyword arguments below.
     """
 
+    # A response built from JSON sets only what every call reads (id, output_text, ...):
+    # the other slots stay unset until first read (status, model, created_at and
+    # object come from ``raw``, checked when the answer arrived; output, usage and
+    # credits are built by ``_parts``).
     __slots__ = (
-        "_charged",
         "_created_at",
         "_credits",
         "_headers",
@@ -556,7 +555,6 @@ class Response:
         "_output_text",
         "_parts",
         "_raw",
-        "_remaining",
         "_session_id",
         "_status",
         "_usage",
@@ -574,8 +572,6 @@ class Response:
     _output: tuple[OutputItem, ...]
     _usage: Usage | None
     _credits: Credits
-    _charged: str | None
-    _remaining: str | None
     _parts: ResponseParts | None
     _images: tuple[GeneratedImage, ...]
     _headers: Mapping[str, str]
@@ -616,35 +612,20 @@ class Response:
         cls,
         raw: Mapping[str, Any],
         id: str,
-        status: str | None,
-        model: str | None,
-        created_at: int | None,
         output_text: str,
-        object: str,
         idempotency_key: str | None,
         session_id: str | None,
-        charged: str | None,
-        remaining: str | None,
         parts: ResponseParts,
         headers: Mapping[str, str],
     ) -> Response:
-        """A response whose ``output``, ``usage`` and ``credits`` are built when read
-        (for the converter: the top-level fields were checked already)."""
+        """A response whose other fields are read from ``raw`` or built by ``parts``
+        when first read (for the converter: the top-level shape was checked already)."""
         self = cls.__new__(cls)
         self._id = id
-        self._status = status
-        self._model = model
-        self._created_at = created_at
         self._output_text = output_text
-        self._object = object
         self._idempotency_key = idempotency_key
         self._session_id = session_id
         self._raw = raw
-        self._output = _UNREAD
-        self._usage = _UNREAD
-        self._credits = _UNREAD
-        self._charged = charged
-        self._remaining = remaining
         self._parts = parts
         self._headers = headers
         return self
@@ -657,17 +638,29 @@ class Response:
     @property
     def status(self) -> str | None:
         """``"completed"``, ``"incomplete"``, ``"failed"``, ... as sent."""
-        return self._status
+        try:
+            return self._status
+        except AttributeError:  # from JSON
+            status: str | None = self._raw.get("status")
+            return status
 
     @property
     def model(self) -> str | None:
         """The model that answered."""
-        return self._model
+        try:
+            return self._model
+        except AttributeError:  # from JSON
+            model: str | None = self._raw.get("model")
+            return model
 
     @property
     def created_at(self) -> int | None:
         """Unix time of creation."""
-        return self._created_at
+        try:
+            return self._created_at
+        except AttributeError:  # from JSON
+            created_at: int | None = self._raw.get("created_at")
+            return created_at
 
     @property
     def output_text(self) -> str:
@@ -677,7 +670,11 @@ class Response:
     @property
     def object(self) -> str:
         """``"response"``."""
-        return self._object
+        try:
+            return self._object
+        except AttributeError:  # from JSON
+            kind: str | None = self._raw.get("object")
+            return "response" if kind is None else kind
 
     @property
     def idempotency_key(self) -> str | None:
@@ -711,40 +708,43 @@ class Response:
     @property
     def output(self) -> tuple[OutputItem, ...]:
         """The output items: messages, image generation calls, and unknown items."""
-        output = self._output
-        if output is _UNREAD:
+        try:
+            return self._output
+        except AttributeError:  # from JSON, not read yet
             assert self._parts is not None
             output = self._output = self._parts.output(self)
-        return output
+            return output
 
     @property
     def usage(self) -> Usage | None:
         """Token usage, when the answer has it."""
-        usage = self._usage
-        if usage is _UNREAD:
+        try:
+            return self._usage
+        except AttributeError:  # from JSON, not read yet
             assert self._parts is not None
             usage = self._usage = self._parts.usage(self)
-        return usage
+            return usage
 
     @property
     def credits(self) -> Credits:
         """The answer's credits headers (``charged``, ``remaining``)."""
-        credits = self._credits
-        if credits is _UNREAD:
+        try:
+            return self._credits
+        except AttributeError:  # from JSON, not read yet
             assert self._parts is not None
-            credits = self._credits = self._parts.credits(self._charged, self._remaining)
-        return credits
+            credits = self._credits = self._parts.credits(self)
+            return credits
 
     def _fields(self) -> tuple[Any, ...]:
         return (
             self._id,
-            self._status,
-            self._model,
-            self._created_at,
+            self.status,
+            self.model,
+            self.created_at,
             self.output,
             self.usage,
             self._output_text,
-            self._object,
+            self.object,
             self.credits,
             self._idempotency_key,
             self._session_id,

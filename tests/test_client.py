@@ -74,6 +74,7 @@ async def test_complete_text(
     assert resp.id.startswith("resp_")
     assert resp.status == "completed"
     assert resp.model == "gpt-5.4"
+    assert resp.object == "response"
     assert isinstance(resp.created_at, int)
     assert resp.usage is not None
     assert resp.usage.total_tokens > 0
@@ -385,6 +386,14 @@ async def test_unknown_fields_and_item_types_survive(
         (b"hello", "text/plain", "content type"),
         (b"[1, 2]", "application/json", "not an object"),
         (b'{"id": 5}', "application/json", "response.id"),
+        # Read from the JSON only when first accessed, but checked when the answer arrives:
+        (b'{"id": "r", "status": 3}', "application/json", "response.status"),
+        (b'{"id": "r", "model": []}', "application/json", "response.model"),
+        (b'{"id": "r", "object": {}}', "application/json", "response.object"),
+        (b'{"id": "r", "created_at": true}', "application/json", "response.created_at"),
+        (b'{"id": "r", "created_at": "now"}', "application/json", "response.created_at"),
+        (b'{"id": "r", "usage": [1]}', "application/json", "response.usage"),
+        (b'{"id": "r", "output": {}}', "application/json", "response.output"),
         (
             b'{"id": "r", "output": [{"type": "message", "content": 3}]}',
             "application/json",
