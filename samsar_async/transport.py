@@ -223,7 +223,8 @@ class Transport:
     proxy: str | None = attrs.field(default=None, repr=False)  # may hold the proxy's password
     attempt_timeout: aiohttp.ClientTimeout | None = attrs.field(default=None, repr=False)
     _session: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
-    _closed: bool = attrs.field(default=False, init=False)
+    closed: bool = attrs.field(default=False, init=False)
+    """Whether :meth:`close` was called (a plain attribute: read on every call's path)."""
     # The loop that opened the session, and an async generator parked on that loop:
     # the loop's shutdown_asyncgens() (asyncio.run's exit) finalizes it, closing the pool there.
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False, repr=False)
@@ -269,18 +270,13 @@ class Transport:
             )
 
     @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    @property
     def session(self) -> aiohttp.ClientSession | None:
         """The pooled session, once opened (for diagnostics and tests)."""
         return self._session
 
     def _open(self) -> aiohttp.ClientSession:
         """Open the pool on the running loop (first use, or the loop that had it is gone)."""
-        if self._closed:
+        if self.closed:
             raise ClientClosedError("this AsyncSamsar client is closed; create a new one")
         loop = asyncio.get_running_loop()
         old = self._session
@@ -411,7 +407,7 @@ class Transport:
         it still runs, dropped without awaiting if it has stopped. A session or
         a connector the user passed in is left open.
         """
-        self._closed = True
+        self.closed = True
         for sleeper in self._sleepers:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
                 sleeper.get_loop().call_soon_threadsafe(_wake, sleeper)
@@ -439,7 +435,7 @@ class Transport:
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` between two attempts of a call; :meth:`close` ends the wait
         early with :class:`ClientClosedError` (``sent=False``: the caller knows better)."""
-        if not self._closed:
+        if not self.closed:
             loop = asyncio.get_running_loop()
             waker: asyncio.Future[None] = loop.create_future()
             timer = loop.call_later(max(seconds, 0.0), _wake, waker)
@@ -449,7 +445,7 @@ class Transport:
             finally:
                 timer.cancel()
                 self._sleepers.discard(waker)
-        if self._closed:
+        if self.closed:
             raise ClientClosedError(
                 "the client was closed while this call waited to retry", sent=False
             )
@@ -515,23 +511,25 @@ class Transport:
             async with request as resp:
                 if images and 200 <= resp.status < 300 and "json" in resp.content_type:
                     return await self._read_image_answer(resp, idempotency_key)
-                length = resp.content_length
+                answer = resp.headers
+                length = answer.get(_CONTENT_LENGTH)
                 if (
                     length is not None
-                    and length <= self.max_response_bytes
-                    and resp.headers.get("Content-Encoding", "identity") == "identity"
+                    and length.isdecimal()
+                    and int(length) <= self.max_response_bytes
+                    and answer.get(_CONTENT_ENCODING, "identity") == "identity"
                 ):
                     # The length on the wire is the length read: safe to read whole.
                     data = await resp.read()
                 else:
                     data = await self._read_capped(resp, idempotency_key)
-                return RawResponse(resp.status, resp.headers, data)
+                return RawResponse(resp.status, answer, data)
         except asyncio.CancelledError:
             if task is not None and deadlines.timed_out(task):  # type: ignore[union-attr]
                 raise _read_timeout(url, idempotency_key) from None
             # aiohttp's connector cancels the calls waiting for a pooled connection when
             # the pool closes; a caller's own cancellation always goes on.
-            if self._closed and not _cancelled_by_caller():
+            if self.closed and not _cancelled_by_caller():
                 raise ClientClosedError(
                     "the client was closed while this call waited for a connection; "
                     "nothing was sent",
@@ -559,7 +557,7 @@ class Transport:
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
             raise _read_timeout(url, idempotency_key) from exc
         except (aiohttp.ClientError, OSError, socket.gaierror) as exc:
-            if self._closed:
+            if self.closed:
                 raise _closed_during(exc) from exc
             if _body_unsent(exc):
                 raise APIConnectionError(
@@ -845,6 +843,10 @@ def _read_timeout(url: str, key: str | None) -> APIReadTimeoutError:
         idempotency_key=key,
     )
 
+
+_CONTENT_LENGTH = aiohttp.hdrs.CONTENT_LENGTH
+_CONTENT_ENCODING = aiohttp.hdrs.CONTENT_ENCODING
+"""(Case-insensitive names that carry their folded form: no folding per lookup.)"""
 
 _current_task = asyncio.current_task
 """(Given the loop it does not look up the running one: no ``getpid()`` call on 3.11.)"""
