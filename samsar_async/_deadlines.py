@@ -35,26 +35,37 @@ class Deadlines:
     must be added in the order they start (their deadlines are then in order).
     """
 
-    __slots__ = ("entries", "expired", "loop", "span", "timer")
+    __slots__ = ("before", "entries", "expired", "loop", "span", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, span: float) -> None:
         self.loop = loop
         self.span = span
         self.entries: dict[Task, float] = {}
         """Running attempts, oldest first: task -> deadline (``time.monotonic()``)."""
+        self.before: dict[Task, int] = {}
+        """Running attempts whose task was being cancelled already when they started ->
+        its ``cancelling()`` count then (rare: other tasks are not in it)."""
         self.expired: dict[Task, int] = {}
-        """Tasks cancelled for their deadline -> their ``cancelling()`` count before it."""
+        """Tasks cancelled for their deadline -> their ``cancelling()`` count when their
+        attempt started: more than that when the cancellation arrives means someone
+        else cancelled the task too (as aiohttp's own timer judges it)."""
         self.timer: asyncio.TimerHandle | None = None
 
     def add(self, task: Task) -> None:
         """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
         self.entries[task] = time.monotonic() + self.span
+        if sys.version_info >= (3, 11):
+            count = task.cancelling()
+            if count:
+                self.before[task] = count
         if self.timer is None:
             self.timer = self.loop.call_later(self.span, self._expire)
 
     def remove(self, task: Task) -> None:
         """``task``'s attempt ended (in time or not)."""
         self.entries.pop(task, None)
+        if self.before:
+            self.before.pop(task, None)
         if self.expired:  # a deadline's cancellation that did not reach timed_out()
             self.timed_out(task)
 
@@ -70,7 +81,7 @@ class Deadlines:
             return False
         if sys.version_info >= (3, 11):
             return task.uncancel() <= before
-        return True  # pragma: no cover - 3.10 has no cancellation count (as aiohttp there)
+        return True  # pragma: no cover - no cancellation counts on 3.10 (aiohttp's the same)
 
     def _expire(self) -> None:
         """Cancel the attempts whose deadline passed; arm the timer for the next one."""
@@ -85,10 +96,7 @@ class Deadlines:
             due.append(task)
         for task in due:
             del entries[task]
-            if sys.version_info >= (3, 11):
-                self.expired[task] = task.cancelling()
-            else:  # pragma: no cover
-                self.expired[task] = 0
+            self.expired[task] = self.before.pop(task, 0) if self.before else 0
             task.cancel()
 
     def close(self) -> None:

@@ -108,10 +108,11 @@ async def test_a_timeout_inside_an_asyncio_timeout_scope(
     assert resp.output_text.endswith("y")
 
 
-async def test_deadline_and_caller_cancel_at_once() -> None:
-    # The deadline passes and the caller cancels in the same loop iteration: the
-    # caller's cancellation wins (on 3.10, without cancellation counts, as aiohttp's
-    # own timer there: the deadline's).
+@pytest.mark.parametrize("first", ["deadline", "caller"])
+async def test_deadline_and_caller_cancel_at_once(first: str) -> None:
+    # The deadline passes and the caller cancels in the same loop iteration, in either
+    # order: the caller's cancellation wins, never swallowed (on 3.10, which counts no
+    # cancellations, the deadline's, as with aiohttp's own timer there).
     loop = asyncio.get_running_loop()
     deadlines = Deadlines(loop, 3600)
     started = asyncio.Event()
@@ -133,8 +134,12 @@ async def test_deadline_and_caller_cancel_at_once() -> None:
     task = asyncio.ensure_future(attempt())
     await started.wait()
     deadlines.entries[task] = 0.0  # its deadline has passed
-    deadlines._expire()
-    task.cancel()
+    if first == "caller":
+        task.cancel()
+        deadlines._expire()
+    else:
+        deadlines._expire()
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert outcome == (["cancelled"] if sys.version_info >= (3, 11) else ["timeout"])
@@ -142,3 +147,42 @@ async def test_deadline_and_caller_cancel_at_once() -> None:
     assert not deadlines.expired
     deadlines.close()
     assert deadlines.timer is None
+
+
+@needs_cancelling
+async def test_an_attempt_started_while_its_task_was_cancelling() -> None:
+    # A task that swallowed a cancellation (its count stays 1) and then makes a call
+    # whose deadline passes: the deadline's own cancellation is still a timeout.
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop, 3600)
+    outcome: list[str] = []
+    waiting, ready = asyncio.Event(), asyncio.Event()
+
+    async def attempt() -> None:
+        try:
+            waiting.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # swallowed: cancelling() stays 1
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.add(task)
+        assert deadlines.before == {task: 1}
+        try:
+            ready.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("timeout" if deadlines.timed_out(task) else "cancelled")
+        finally:
+            deadlines.remove(task)
+
+    task = asyncio.ensure_future(attempt())
+    await waiting.wait()
+    task.cancel()
+    await ready.wait()
+    deadlines.entries[task] = 0.0
+    deadlines._expire()
+    await task
+    assert outcome == ["timeout"]
+    assert not deadlines.before
+    deadlines.close()
