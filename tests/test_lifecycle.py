@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 
+import aiohttp
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -30,11 +31,25 @@ FAST = RetryPolicy(initial_backoff=0, max_backoff=0)
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "queue",
+    [
+        "the client's",
+        "aiohttp's",  # (trace configs keep calls waiting in aiohttp's connector)
+    ],
+)
 async def test_close_ends_every_in_flight_and_waiting_call_with_client_closed(
-    server: MockSamsarServer,
+    server: MockSamsarServer, queue: str
 ) -> None:
     sessions = [server.create_session() for _ in range(500)]
-    client = AsyncSamsar(server.api_key, base_url=server.url, max_connections=100, retry=FAST)
+    configs = [aiohttp.TraceConfig()] if queue == "aiohttp's" else None
+    client = AsyncSamsar(
+        server.api_key,
+        base_url=server.url,
+        max_connections=100,
+        retry=FAST,
+        trace_configs=configs,
+    )
     server.pause()
     tasks = [asyncio.create_task(client.assistant.complete(s, "hi")) for s in sessions]
     await server.wait_until(lambda s: s.held == 100)  # 100 at the server, 400 waiting for the pool
