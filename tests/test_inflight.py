@@ -16,23 +16,36 @@ from samsar_async import (
     CompletionRequest,
     Response,
 )
+from samsar_async import transport as transport_module
 from samsar_async.testing import Fault, MockSamsarServer
 
 pytestmark = pytest.mark.anyio
+
+QUEUE = 8
+"""Calls let wait in aiohttp's connector in these tests (the client's default is 4,096)."""
+
+
+@pytest.fixture(autouse=True)
+def _short_connector_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport_module, "_CONNECTOR_QUEUE", QUEUE)
 
 
 async def _fill_one_connection(
     client: AsyncSamsar, server: MockSamsarServer
 ) -> list[asyncio.Task[Response]]:
-    """With one connection and a paused server: one call on the connection, so that the
-    next call waits in the client's own queue."""
-    ahead = [asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))]
+    """With one connection and a paused server: one call on the connection and QUEUE in
+    aiohttp's connector, so that the next call waits in the client's own queue."""
+    ahead = [
+        asyncio.create_task(client.assistant.complete(server.create_session(), "ahead"))
+        for _ in range(1 + QUEUE)
+    ]
     await server.wait_until(lambda s: s.held == 1)
     return ahead
 
 
 async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsarServer) -> None:
-    # 2 connections, the 298 other calls in the client's own queue, none in aiohttp's.
+    # 2 connections, QUEUE calls waiting in aiohttp's connector, the others in the
+    # client's own queue.
     sessions = [server.create_session() for _ in range(300)]
     server.pause()
     async with AsyncSamsar(server.api_key, base_url=server.url, max_connections=2) as client:
@@ -43,9 +56,10 @@ async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsa
         slots = transport._slots
         assert slots is not None
         # A future each, not a whole prepared aiohttp request each.
-        assert sum(not f.done() for f in slots.waiters) == 298
+        assert sum(not f.done() for f in slots.waiters) == 300 - 2 - QUEUE
         connector = transport.session.connector  # type: ignore[union-attr]
-        assert sum(len(w) for w in connector._waiters.values()) == 0  # type: ignore[union-attr]
+        waiting = sum(len(w) for w in connector._waiters.values())  # type: ignore[union-attr]
+        assert waiting == QUEUE
         tasks[-1].cancel()  # a waiting call leaves the line; nothing of it is sent
         server.resume()
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -53,7 +67,7 @@ async def test_calls_beyond_the_pool_wait_in_the_clients_queue(server: MockSamsa
         assert all(not isinstance(r, BaseException) for r in results[:-1])
         sent = [r.session_id for r in server.requests]
         assert sorted(sent) == sorted(sessions[:-1])
-        assert slots.free == 2  # every slot came back, the cancelled one's too
+        assert slots.free == 2 + QUEUE  # every slot came back, the cancelled one's too
         assert not slots.waiters
         assert server.max_in_flight == 2
 
@@ -74,8 +88,8 @@ async def test_a_call_waiting_in_the_clients_queue_times_out_unsent(
         # Its place was given up: the next call goes straight through.
         answer = await client.assistant.complete(server.create_session(), "after")
         assert answer.output_text
-        assert client._transport._slots.free == 1  # type: ignore[union-attr]
-    assert len(server.requests) == 2
+        assert client._transport._slots.free == 1 + QUEUE  # type: ignore[union-attr]
+    assert len(server.requests) == 2 + QUEUE
 
 
 async def test_adaptive_batch_gives_back_every_slot(server: MockSamsarServer) -> None:
@@ -109,7 +123,7 @@ async def test_adaptive_batch_gives_back_every_slot(server: MockSamsarServer) ->
         server.resume()
         assert limiter.in_flight == 0
         assert limiter.waiting == 0
-        assert client._transport._slots.free == 8  # type: ignore[union-attr]
+        assert client._transport._slots.free == 8 + QUEUE  # type: ignore[union-attr]
         answer = await client.assistant.complete(sessions[1], "still fine")
         assert answer.output_text
 
@@ -140,9 +154,9 @@ async def test_calls_in_the_clients_queue_time_out_by_their_own_deadlines(
         answer = await patient
         assert answer.output_text
         assert not slots.waiters
-        assert slots.free == 1
+        assert slots.free == 1 + QUEUE
     assert patient_session in {r.session_id for r in server.requests}
-    assert len(server.requests) == 2
+    assert len(server.requests) == 2 + QUEUE
 
 
 async def test_close_right_after_a_slot_is_handed_on_ends_the_waiting_call_cleanly(

@@ -21,6 +21,7 @@ import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+import samsar_async.transport
 from samsar_async import AsyncSamsar, ClientClosedError, ClientState, RetryPolicy, UsageError
 from samsar_async.testing import Fault, MockSamsarServer
 
@@ -39,8 +40,11 @@ FAST = RetryPolicy(initial_backoff=0, max_backoff=0)
     ],
 )
 async def test_close_ends_every_in_flight_and_waiting_call_with_client_closed(
-    server: MockSamsarServer, queue: str
+    server: MockSamsarServer, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # 8 calls wait in aiohttp's connector (the client's own queue takes the others),
+    # or all of them do.
+    monkeypatch.setattr(samsar_async.transport, "_CONNECTOR_QUEUE", 8)
     sessions = [server.create_session() for _ in range(500)]
     configs = [aiohttp.TraceConfig()] if queue == "aiohttp's" else None
     client = AsyncSamsar(
