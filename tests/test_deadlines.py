@@ -186,3 +186,33 @@ async def test_an_attempt_started_while_its_task_was_cancelling() -> None:
     assert outcome == ["timeout"]
     assert not deadlines.before
     deadlines.close()
+
+
+def test_deadlines_on_uvloop() -> None:
+    # uvloop's clock is libuv's (coarse); the timer is armed relative to it, and an
+    # early firing only re-arms: the stalled call still ends as a read timeout.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> tuple[str, int, str]:
+        async with MockSamsarServer() as server:
+            session = server.create_session()
+            server.faults.add(Fault.stall(30), times=1)
+            async with make_client(server, timeout=Timeout(read=0.2, total=None)) as c:
+                try:
+                    await c.assistant.complete(session, "x")
+                except APIReadTimeoutError as exc:
+                    outcome = type(exc).__name__
+                else:  # pragma: no cover - the failure this test exists for
+                    outcome = "answered"
+                left = cancelling()
+                resp = await c.assistant.complete(session, "y")
+        return outcome, left, resp.output_text
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+        outcome, left, text = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert (outcome, left) == ("APIReadTimeoutError", 0)
+    assert text.endswith("y")
