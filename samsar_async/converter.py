@@ -71,6 +71,7 @@ from .models import (
     UnknownContent,
     UnknownOutputItem,
     Usage,
+    headers_view,
 )
 
 if TYPE_CHECKING:
@@ -781,7 +782,7 @@ def structure_response(
     Anything else raises :class:`APIResponseValidationError` naming the path.
     The typed ``output``, ``usage`` and ``credits`` are built on first access.
     """
-    response = _response(data, idempotency_key, session_id, status_code, headers)
+    response = _response(data, idempotency_key, session_id, status_code, headers_view(headers))
     if charged is not None or remaining is not None:
         response._credits = parse_credits(charged, remaining)
     return response

@@ -511,7 +511,8 @@ class ResponseParts(Protocol):
         ...
 
 
-def _headers_of(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+def headers_view(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``headers`` as a read-only, case-insensitive mapping (as a response keeps them)."""
     if headers is None:
         return NO_HEADERS
     if isinstance(headers, CIMultiDictProxy):
@@ -539,9 +540,9 @@ class Response:
     """
 
     # A response built from JSON sets only what every call reads (id, output_text, ...):
-    # the other slots stay unset until first read (status, model, created_at and
-    # object come from ``raw``, checked when the answer arrived; output, usage and
-    # credits are built by ``_parts``).
+    # the other slots stay unset until first read, then keep what was read (status,
+    # model, created_at and object come from ``raw``, checked when the answer arrived;
+    # output, usage and credits are built by ``_parts``).
     __slots__ = (
         "_created_at",
         "_credits",
@@ -605,7 +606,7 @@ class Response:
         self._usage = usage
         self._credits = credits
         self._parts = None
-        self._headers = _headers_of(headers)
+        self._headers = headers_view(headers)
 
     @classmethod
     def _from_json(
@@ -640,8 +641,8 @@ class Response:
         """``"completed"``, ``"incomplete"``, ``"failed"``, ... as sent."""
         try:
             return self._status
-        except AttributeError:  # from JSON
-            status: str | None = self._raw.get("status")
+        except AttributeError:  # from JSON: kept once read
+            status = self._status = self._raw.get("status")
             return status
 
     @property
@@ -649,8 +650,8 @@ class Response:
         """The model that answered."""
         try:
             return self._model
-        except AttributeError:  # from JSON
-            model: str | None = self._raw.get("model")
+        except AttributeError:  # from JSON: kept once read
+            model = self._model = self._raw.get("model")
             return model
 
     @property
@@ -658,8 +659,8 @@ class Response:
         """Unix time of creation."""
         try:
             return self._created_at
-        except AttributeError:  # from JSON
-            created_at: int | None = self._raw.get("created_at")
+        except AttributeError:  # from JSON: kept once read
+            created_at = self._created_at = self._raw.get("created_at")
             return created_at
 
     @property
@@ -672,9 +673,10 @@ class Response:
         """``"response"``."""
         try:
             return self._object
-        except AttributeError:  # from JSON
-            kind: str | None = self._raw.get("object")
-            return "response" if kind is None else kind
+        except AttributeError:  # from JSON: kept once read
+            kind = self._raw.get("object")
+            kind = self._object = "response" if kind is None else kind
+            return kind
 
     @property
     def idempotency_key(self) -> str | None:

@@ -223,8 +223,9 @@ class Transport:
     proxy: str | None = attrs.field(default=None, repr=False)  # may hold the proxy's password
     attempt_timeout: aiohttp.ClientTimeout | None = attrs.field(default=None, repr=False)
     _session: aiohttp.ClientSession | None = attrs.field(default=None, init=False)
-    closed: bool = attrs.field(default=False, init=False)
-    """Whether :meth:`close` was called (a plain attribute: read on every call's path)."""
+    closed: bool = attrs.field(default=False, init=False, on_setattr=attrs.setters.frozen)
+    """Whether :meth:`close` was called (read-only; a plain attribute: read on every
+    call's path)."""
     # The loop that opened the session, and an async generator parked on that loop:
     # the loop's shutdown_asyncgens() (asyncio.run's exit) finalizes it, closing the pool there.
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False, repr=False)
@@ -407,7 +408,7 @@ class Transport:
         it still runs, dropped without awaiting if it has stopped. A session or
         a connector the user passed in is left open.
         """
-        self.closed = True
+        object.__setattr__(self, "closed", True)  # (read-only for everyone else)
         for sleeper in self._sleepers:
             with contextlib.suppress(RuntimeError):  # (its loop is closed)
                 sleeper.get_loop().call_soon_threadsafe(_wake, sleeper)
@@ -417,8 +418,11 @@ class Transport:
                 slots.loop.call_soon_threadsafe(slots.close)
         deadlines, self._deadlines = self._deadlines, None
         if deadlines is not None and deadlines.timer is not None:
-            with contextlib.suppress(RuntimeError):  # (its loop is closed)
-                deadlines.loop.call_soon_threadsafe(deadlines.close)
+            if deadlines.loop is asyncio.get_running_loop():
+                deadlines.close()
+            else:
+                with contextlib.suppress(RuntimeError):  # (its loop is closed)
+                    deadlines.loop.call_soon_threadsafe(deadlines.close)
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
         self._finish_watch()
@@ -526,7 +530,9 @@ class Transport:
                 return RawResponse(resp.status, answer, data)
         except asyncio.CancelledError:
             if task is not None and deadlines.timed_out(task):  # type: ignore[union-attr]
-                raise _read_timeout(url, idempotency_key) from None
+                raise _read_timeout(url, idempotency_key) from asyncio.TimeoutError(
+                    "the attempt's deadline passed"
+                )
             # aiohttp's connector cancels the calls waiting for a pooled connection when
             # the pool closes; a caller's own cancellation always goes on.
             if self.closed and not _cancelled_by_caller():

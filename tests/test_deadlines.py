@@ -6,6 +6,7 @@ import asyncio
 import sys
 from typing import Any
 
+import aiohttp
 import pytest
 
 from samsar_async import APIReadTimeoutError, AsyncSamsar, RetryPolicy, Timeout
@@ -33,9 +34,11 @@ def cancelling() -> int:
 async def test_stalled_calls_time_out_and_the_others_answer(server: MockSamsarServer) -> None:
     # Ten calls stall, five answer at once: the stalled ones end as read timeouts (the
     # request was sent), the others are untouched, and no task is left cancelling.
-    server.faults.add(Fault.stall(30), times=10)
-    timeout = Timeout(read=0.3, total=None)
     sessions = [server.create_session() for _ in range(15)]
+    stalled = set(sessions[:10])
+    server.faults.add(
+        Fault.stall(30), times=None, match=lambda _path, session_id: session_id in stalled
+    )
 
     async def one(i: int) -> tuple[str, int]:
         try:
@@ -44,11 +47,8 @@ async def test_stalled_calls_time_out_and_the_others_answer(server: MockSamsarSe
             return f"timeout, may have been charged: {exc.may_have_been_charged}", cancelling()
         return resp.output_text, cancelling()
 
-    async with make_client(server, timeout=timeout) as c:
-        stalled = [asyncio.ensure_future(one(i)) for i in range(10)]
-        await server.wait_until(lambda s: len(s.requests) >= 10)  # all stalled there
-        quick = [asyncio.ensure_future(one(i)) for i in range(10, 15)]
-        results = await asyncio.gather(*stalled, *quick)
+    async with make_client(server, timeout=Timeout(read=1, total=None)) as c:
+        results = await asyncio.gather(*(one(i) for i in range(15)))
     assert results[:10] == [("timeout, may have been charged: True", 0)] * 10
     assert results[10:] == [(f"Reply 1 to: q{i}", 0) for i in range(10, 15)]
 
@@ -76,6 +76,21 @@ async def test_a_per_call_timeout_keeps_its_own_deadline(
             await c.assistant.complete(session_id, "x", timeout=0.2)
         assert c._transport._deadlines is not None
         assert not c._transport._deadlines.entries
+
+
+async def test_close_keeps_the_deadlines_of_calls_on_the_users_session(
+    server: MockSamsarServer, session_id: str
+) -> None:
+    # close() leaves a session of the user's open, and the calls on it running: their
+    # deadlines still end them (no aiohttp timer would).
+    server.faults.add(Fault.stall(30), times=1)
+    async with aiohttp.ClientSession() as http_session:
+        c = make_client(server, http_session=http_session, timeout=Timeout(read=0.5, total=None))
+        call = asyncio.ensure_future(c.assistant.complete(session_id, "x"))
+        await server.wait_until(lambda s: len(s.requests) >= 1)
+        await c.close()
+        with pytest.raises(APIReadTimeoutError):
+            await call
 
 
 async def test_the_callers_cancellation_goes_on(server: MockSamsarServer, session_id: str) -> None:
