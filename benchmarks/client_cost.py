@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> None:
         "--instr-concurrency", default="256", help="concurrencies counted under callgrind"
     )
     parser.add_argument(
-        "--instr-n", type=int, default=None, help="calls counted (default 2000; quick: 100)"
+        "--instr-n", type=int, default=None, help="calls counted (default 4000; quick: 100)"
     )
     parser.add_argument(
         "--instr-rounds", type=int, default=1, help="callgrind runs per row (default 1)"
@@ -694,7 +694,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.instr_clients is None:
         args.instr_clients = "samsar_async" if args.quick else ",".join(INSTR_CLIENTS)
     if args.instr_n is None:
-        args.instr_n = 100 if args.quick else 2_000
+        args.instr_n = 100 if args.quick else 4_000  # (fewer: the GC phase moves it)
     data = run(args)
     summary = summarize(data)
     sys.stdout.write(render(data, summary, args))
