@@ -9,7 +9,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from samsar_async import APIReadTimeoutError, AsyncSamsar, RetryPolicy, Timeout
+from samsar_async import (
+    APIReadTimeoutError,
+    AsyncSamsar,
+    ImageGenerationTool,
+    RetryPolicy,
+    Timeout,
+)
 from samsar_async._deadlines import Deadlines
 from samsar_async.testing import Fault, MockSamsarServer
 
@@ -231,3 +237,48 @@ def test_deadlines_on_uvloop() -> None:
         loop.close()
     assert (outcome, left) == ("APIReadTimeoutError", 0)
     assert text.endswith("y")
+
+
+async def test_an_image_answer_that_stalls_between_chunks_times_out() -> None:
+    # A loopback server that sends the headers and the start of an image answer, then
+    # nothing: the chunked image reader is inside the attempt, so its deadline ends it.
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        start = (
+            b'{"id": "resp_1", "output": [{"type": "image_generation_call", "id": "ig_1",'
+            b' "result": "' + b"iVBORw0KGgo" * 40_000
+        )
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(start) * 2) + start
+        )
+        await writer.drain()
+        await reader.read()  # until the client gives up and closes the connection
+        closed.set()
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        client = AsyncSamsar(
+            "sk-test",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            timeout=Timeout(read=0.5, total=None),
+            retry=RetryPolicy.disabled(),
+        )
+        async with client:
+            with pytest.raises(APIReadTimeoutError):
+                await client.assistant.complete("session-1", "draw", tools=[ImageGenerationTool()])
+            assert cancelling() == 0
+        await closed.wait()  # the stalled connection was dropped, not left open
+    finally:
+        listener.close()
+        await listener.wait_closed()
