@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any
 
 __all__ = ["Deadlines"]
@@ -39,7 +40,8 @@ class Deadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, span: float) -> None:
         self.loop = loop
-        self.clock = loop.time
+        # asyncio's loop.time() is time.monotonic() behind a Python frame: called directly.
+        self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self.span = span
         self.entries: dict[Task, float] = {}
         """Running attempts, oldest first: task -> deadline (loop time)."""
@@ -52,15 +54,24 @@ class Deadlines:
         else cancelled the task too (as aiohttp's own timer judges it)."""
         self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, task: Task) -> None:
-        """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
-        deadline = self.entries[task] = self.clock() + self.span
-        if sys.version_info >= (3, 11):
+    if sys.version_info >= (3, 11):
+
+        def add(self, task: Task) -> None:
+            """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
+            deadline = self.entries[task] = self.clock() + self.span
             count = task.cancelling()
             if count:
                 self.before[task] = count
-        if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._expire)
+            if self.timer is None:
+                self.timer = self.loop.call_at(deadline, self._expire)
+
+    else:  # pragma: no cover - 3.10 counts no cancellations
+
+        def add(self, task: Task) -> None:
+            """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
+            deadline = self.entries[task] = self.clock() + self.span
+            if self.timer is None:
+                self.timer = self.loop.call_at(deadline, self._expire)
 
     def remove(self, task: Task) -> None:
         """``task``'s attempt ended (in time or not)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import json
 import math
 import re
@@ -271,17 +272,11 @@ def _validate(field: attrs.Attribute[Any], value: Any) -> Any:
     return value
 
 
-def _checker(field: attrs.Attribute[Any]) -> Callable[[Any], Any]:
-    """``value -> value``, checked by ``field``'s validator (the one that an
-    ``optional(...)`` wraps, since the caller already skips ``None``)."""
+def _checker(field: attrs.Attribute[Any]) -> Callable[[Any], None]:
+    """``check(value)``: ``field``'s validator (the one that an ``optional(...)``
+    wraps, since the caller already skips ``None``), as one C-level call."""
     assert field.validator is not None
-    check = unwrap_optional(field.validator)
-
-    def checked(value: Any) -> Any:
-        check(None, field, value)
-        return value
-
-    return checked
+    return functools.partial(unwrap_optional(field.validator), None, field)
 
 
 _check_max_output_tokens = _checker(_MAX_OUTPUT_TOKENS)
@@ -324,22 +319,28 @@ def completion_body(
         value = unstructure_input(input)
         body["input"] = value if isinstance(value, str) else check_json(value, "input")
     if max_output_tokens is not None:
-        body["max_output_tokens"] = _check_max_output_tokens(max_output_tokens)
+        _check_max_output_tokens(max_output_tokens)
+        body["max_output_tokens"] = max_output_tokens
     if temperature is not None:
-        body["temperature"] = _check_temperature(temperature)
+        _check_temperature(temperature)
+        body["temperature"] = temperature
     if top_p is not None:
-        body["top_p"] = _check_top_p(top_p)
+        _check_top_p(top_p)
+        body["top_p"] = top_p
     if reasoning is not None:
-        body["reasoning"] = check_json(_check_reasoning(reasoning), "reasoning")
+        _check_reasoning(reasoning)
+        body["reasoning"] = check_json(reasoning, "reasoning")
     if metadata is not None:
-        body["metadata"] = check_json(_check_metadata(metadata), "metadata")
+        _check_metadata(metadata)
+        body["metadata"] = check_json(metadata, "metadata")
     if tools is not None:
         _validate(_TOOLS, tools)
         body["tools"] = [unstructure_tool(tool, i) for i, tool in enumerate(tools)]
     if tool_choice is not None:
         body["tool_choice"] = unstructure_tool_choice(tool_choice)
     if extra_body is not None:
-        body.update(check_json(_check_extra_body(extra_body), "extra_body"))
+        _check_extra_body(extra_body)
+        body.update(check_json(extra_body, "extra_body"))
     return body
 
 
