@@ -32,7 +32,9 @@ client.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -86,6 +88,36 @@ async def _next(iterator: Any) -> tuple[bool, Any]:
         return True, await iterator.__anext__()
     except StopAsyncIteration:
         return False, None
+
+
+class _Call:
+    """One call run on the client's loop, cancellable from the waiting thread at any
+    moment: even when a ``KeyboardInterrupt`` arrives after the call started but
+    before the thread holds its future (it may then be running already)."""
+
+    __slots__ = ("cancelled", "loop", "task")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.task: asyncio.Task[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, func: Callable[[], Awaitable[T]]) -> T:
+        """``await func()`` on the loop, unless :meth:`cancel` came first."""
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()  # (set before cancelled is read: see cancel)
+        if self.cancelled:
+            raise asyncio.CancelledError
+        return await func()
+
+    def cancel(self) -> None:
+        """Cancel the call from another thread (``cancelled`` is set before ``task``
+        is read, so one of the two sees the other)."""
+        self.cancelled = True
+        task, loop = self.task, self.loop
+        if task is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # (the loop is closed: nothing runs)
+                loop.call_soon_threadsafe(task.cancel)
 
 
 class Samsar:
@@ -284,11 +316,15 @@ class Samsar:
             client.run(save_image, response.images[0], "out/")
         """
         portal = self._started()
+        call = _Call()
         try:
-            future = portal.start_task_soon(functools.partial(func, *args, **kwargs))
+            future = portal.start_task_soon(call.run, functools.partial(func, *args, **kwargs))
         except RuntimeError:
             if self._gone():
                 raise ClientClosedError(_CLOSED) from None
+            raise
+        except BaseException:
+            call.cancel()  # interrupted while the call was being started: stop it too
             raise
         try:
             return future.result()
@@ -297,7 +333,7 @@ class Samsar:
                 raise ClientClosedError("the client was closed during the call") from None
             raise
         except BaseException:
-            future.cancel()  # the waiting thread was interrupted: stop the call too
+            call.cancel()  # the waiting thread was interrupted: stop the call too
             raise
 
     def _iterate(self, iterator: Any) -> Iterator[Any]:
