@@ -54,24 +54,15 @@ class Deadlines:
         else cancelled the task too (as aiohttp's own timer judges it)."""
         self.timer: asyncio.TimerHandle | None = None
 
-    if sys.version_info >= (3, 11):
-
-        def add(self, task: Task) -> None:
-            """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
-            deadline = self.entries[task] = self.clock() + self.span
+    def add(self, task: Task) -> None:
+        """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
+        deadline = self.entries[task] = self.clock() + self.span
+        if sys.version_info >= (3, 11):  # (3.10 counts no cancellations)
             count = task.cancelling()
             if count:
                 self.before[task] = count
-            if self.timer is None:
-                self.timer = self.loop.call_at(deadline, self._expire)
-
-    else:  # pragma: no cover - 3.10 counts no cancellations
-
-        def add(self, task: Task) -> None:
-            """``task`` starts an attempt now; it must end within :attr:`span` seconds."""
-            deadline = self.entries[task] = self.clock() + self.span
-            if self.timer is None:
-                self.timer = self.loop.call_at(deadline, self._expire)
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._expire)
 
     def remove(self, task: Task) -> None:
         """``task``'s attempt ended (in time or not)."""

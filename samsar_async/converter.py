@@ -713,14 +713,21 @@ def _shape_error(
     )
 
 
-_TOP_LEVEL: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("id", (str,), "a string"),
-    ("status", (str, type(None)), "a string or null"),
-    ("model", (str, type(None)), "a string or null"),
-    ("object", (str, type(None)), "a string or null"),
-    ("created_at", (int, type(None)), "an integer or null"),
-    ("usage", (dict, type(None)), "an object or null"),
-    ("output", (list, type(None)), "an array or null"),
+_STR_OR_NULL: frozenset[type] = frozenset({str, type(None)})
+_INT_OR_NULL: frozenset[type] = frozenset({int, type(None)})
+_OBJECT_OR_NULL: frozenset[type] = frozenset({dict, type(None)})
+_ARRAY_OR_NULL: frozenset[type] = frozenset({list, type(None)})
+"""The types each top-level field may have (one definition: the call path's check in
+:func:`_response` and the explaining :func:`_top_level_error` both use them)."""
+
+_TOP_LEVEL: tuple[tuple[str, frozenset[type], str], ...] = (
+    ("id", frozenset({str}), "a string"),
+    ("status", _STR_OR_NULL, "a string or null"),
+    ("model", _STR_OR_NULL, "a string or null"),
+    ("object", _STR_OR_NULL, "a string or null"),
+    ("created_at", _INT_OR_NULL, "an integer or null"),
+    ("usage", _OBJECT_OR_NULL, "an object or null"),
+    ("output", _ARRAY_OR_NULL, "an array or null"),
 )
 
 
@@ -787,12 +794,6 @@ def structure_response(
     if charged is not None or remaining is not None:
         response._credits = parse_credits(charged, remaining)
     return response
-
-
-_STR_OR_NULL = frozenset({str, type(None)})
-_INT_OR_NULL = frozenset({int, type(None)})
-_OBJECT_OR_NULL = frozenset({dict, type(None)})
-_ARRAY_OR_NULL = frozenset({list, type(None)})
 
 
 def _response(

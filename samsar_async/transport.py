@@ -678,7 +678,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 def _refuse_declared_oversize(resp: aiohttp.ClientResponse, cap: int, key: str | None) -> None:
     """Raise before reading when an unencoded answer's Content-Length is over ``cap``."""
     length = resp.content_length
-    encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+    encoded = resp.headers.get(_CONTENT_ENCODING, "identity") != "identity"
     if length is not None and length > cap and not encoded:
         resp.close()
         raise APIResponseValidationError(
